@@ -1,0 +1,7 @@
+"""``python -m nasframe`` runs the CLI (``torchrun -m nasframe`` too)."""
+
+import sys
+
+from nasframe.cli import main
+
+sys.exit(main())

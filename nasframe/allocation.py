@@ -1,0 +1,65 @@
+"""Turn per-hparam sensitivities into a config that meets one budget.
+
+The threshold allocation is the seed's binary search: one degradation threshold for every
+hparam; each hparam keeps its smallest size whose degradation stays within the threshold.
+Degradations are made monotone (pruning more never looks better than pruning less), so a
+larger threshold never keeps more of anything and the cost falls as the threshold rises.
+The search runs over the sorted distinct degradation values rather than over a float range:
+it is exact and independent of the scores' scale (1e-12 or 1e12 search the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+Sensitivity = Mapping[str, Mapping[int, float]]
+
+
+def monotone_degradation(per_choice: Mapping[int, float]) -> dict[int, float]:
+    """Running maximum from the largest size down, so smaller sizes never degrade less.
+
+    The full size degrades by 0 by definition (a noisy measurement there must not make the
+    full model look unaffordable), so every value is >= 0.
+    """
+    result: dict[int, float] = {}
+    worst = 0.0
+    for index, choice in enumerate(sorted(per_choice, reverse=True)):
+        if index > 0:
+            worst = max(worst, per_choice[choice])
+        result[choice] = worst
+    return result
+
+
+def config_at_threshold(
+    monotone: Mapping[str, Mapping[int, float]], threshold: float
+) -> dict[str, int]:
+    return {
+        name: min(c for c, degradation in per_choice.items() if degradation <= threshold)
+        for name, per_choice in monotone.items()
+    }
+
+
+def threshold_allocation(
+    sensitivity: Sensitivity,
+    cost: Callable[[Mapping[str, int]], float],
+    limit: float,
+) -> dict[str, int]:
+    """The config at the smallest threshold whose cost is within ``limit``.
+
+    ``sensitivity[name][choice]`` is the degradation of keeping ``choice`` units of ``name``
+    (0 at full size). Raises ValueError if even the largest threshold exceeds the limit.
+    """
+    monotone = {name: monotone_degradation(per_choice) for name, per_choice in sensitivity.items()}
+    thresholds = sorted(
+        {0.0} | {d for per_choice in monotone.values() for d in per_choice.values()}
+    )
+    if cost(config_at_threshold(monotone, thresholds[-1])) > limit:
+        raise ValueError("the constraint cannot be met even at the largest threshold")
+    low, high = 0, len(thresholds) - 1  # invariant: thresholds[high] meets the limit
+    while low < high:
+        middle = (low + high) // 2
+        if cost(config_at_threshold(monotone, thresholds[middle])) <= limit:
+            high = middle
+        else:
+            low = middle + 1
+    return config_at_threshold(monotone, thresholds[high])

@@ -1,0 +1,294 @@
+"""Multi-head attention with prunable heads and embedding width.
+
+``nn.MultiheadAttention`` ties its head width to ``embed_dim / num_heads``, so a model with
+fewer heads than its residual width allows cannot be expressed by it. The dynamic version
+slices heads and embedding width independently; it exports to ``nn.MultiheadAttention`` when
+the kept sizes fit that class, and to :class:`SlimMultiheadAttention` (a plain module with
+the same call signature) otherwise.
+
+Each head's output passes through ``head_outputs`` (an identity module) before the output
+projection: that is where a per-head gate can be attached (gradnas puts its head mask there),
+whatever attention kernel computes the heads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nasframe.dynamic import DynamicModule, SlotDim
+
+
+def multihead_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    weights: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None],
+    num_heads: int,
+    key_padding_mask: torch.Tensor | None,
+    need_weights: bool,
+    attn_mask: torch.Tensor | None,
+    average_attn_weights: bool,
+    is_causal: bool,
+    full_num_heads: int | None = None,
+    kept_heads: slice | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``nn.MultiheadAttention``'s computation for explicit (possibly sliced) weights.
+
+    ``module`` supplies ``batch_first``, ``head_dim``, ``dropout`` and ``head_outputs``.
+    A 3-D ``attn_mask`` made for ``full_num_heads`` heads is restricted to ``kept_heads``.
+    """
+    in_weight, in_bias, out_weight, out_bias = weights
+    if not module.batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    batch, target_len, _ = query.shape
+    source_len = key.shape[1]
+    head_dim = module.head_dim
+    w_q, w_k, w_v = in_weight.chunk(3)
+    b_q, b_k, b_v = in_bias.chunk(3) if in_bias is not None else (None, None, None)
+
+    def heads(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        return F.linear(x, w, b).view(x.shape[0], x.shape[1], num_heads, head_dim).transpose(1, 2)
+
+    q, k, v = heads(query, w_q, b_q), heads(key, w_k, b_k), heads(value, w_v, b_v)
+    mask = _merged_mask(
+        attn_mask,
+        key_padding_mask,
+        is_causal,
+        batch,
+        num_heads,
+        target_len,
+        source_len,
+        full_num_heads,
+        kept_heads,
+        q.dtype,
+    )
+    dropout = module.dropout if module.training else 0.0
+    if need_weights:
+        scores = q @ k.transpose(-2, -1) / math.sqrt(head_dim)
+        if mask is not None:
+            scores = scores + mask
+        probabilities = scores.softmax(dim=-1)
+        attended = F.dropout(probabilities, dropout, training=module.training) @ v
+    else:
+        probabilities = None
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    attended = module.head_outputs(attended)  # (batch, heads, target, head_dim)
+    merged = attended.transpose(1, 2).reshape(batch, target_len, num_heads * head_dim)
+    output = F.linear(merged, out_weight, out_bias)
+    if not module.batch_first:
+        output = output.transpose(0, 1)
+    if probabilities is not None and average_attn_weights:
+        probabilities = probabilities.mean(dim=1)
+    return output, probabilities
+
+
+def _merged_mask(
+    attn_mask,
+    key_padding_mask,
+    is_causal,
+    batch,
+    num_heads,
+    target_len,
+    source_len,
+    full_num_heads,
+    kept_heads,
+    dtype,
+) -> torch.Tensor | None:
+    """One additive float mask of shape broadcastable to (batch, heads, target, source)."""
+    mask = None
+    if attn_mask is not None:
+        mask = _additive(attn_mask, dtype)
+        if mask.dim() == 3:  # (batch * full heads, target, source)
+            mask = mask.view(batch, full_num_heads or num_heads, target_len, source_len)
+            if kept_heads is not None:
+                mask = mask[:, kept_heads]
+        else:
+            mask = mask.view(1, 1, target_len, source_len)
+    elif is_causal:
+        causal = torch.ones(target_len, source_len, dtype=torch.bool).tril()
+        mask = _additive(~causal, dtype).view(1, 1, target_len, source_len)
+    if key_padding_mask is not None:
+        padding = _additive(key_padding_mask, dtype).view(batch, 1, 1, source_len)
+        mask = padding if mask is None else mask + padding
+    return mask
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Boolean masks (True = not allowed) become -inf; float masks are added as they are."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(
+            mask, float("-inf")
+        )
+    return mask.to(dtype)
+
+
+class SlimMultiheadAttention(nn.Module):
+    """Plain multi-head attention whose head width need not be ``embed_dim / num_heads``."""
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        head_dim: int,
+        bias: bool = True,
+        dropout: float = 0.0,
+        batch_first: bool = False,
+    ) -> None:
+        super().__init__()
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
+        self.dropout, self.batch_first = dropout, batch_first
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * num_heads * head_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * num_heads * head_dim)) if bias else None
+        self.out_proj = nn.Linear(num_heads * head_dim, embed_dim, bias=bias)
+        self.head_outputs = nn.Identity()
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        key_padding_mask=None,
+        need_weights=True,
+        attn_mask=None,
+        average_attn_weights=True,
+        is_causal=False,
+    ):
+        weights = (self.in_proj_weight, self.in_proj_bias, self.out_proj.weight, self.out_proj.bias)
+        return multihead_attention(
+            self,
+            query,
+            key,
+            value,
+            weights,
+            self.num_heads,
+            key_padding_mask,
+            need_weights,
+            attn_mask,
+            average_attn_weights,
+            is_causal,
+        )
+
+
+class DynamicMultiheadAttention(DynamicModule):
+    """``nn.MultiheadAttention`` whose heads (``num_heads``) and width (``embed_dim``) are slots.
+
+    Supported: packed q/k/v projections of equal width, no ``bias_k``/``bias_v``, no
+    ``add_zero_attn``; other variants stay plain modules at full size.
+    """
+
+    SLOTS = {"num_heads": (), "embed_dim": ()}  # filled per instance: they depend on head_dim
+    TRACE_INPUTS = (("query", "embed_dim"), ("key", "embed_dim"), ("value", "embed_dim"))
+    TRACE_OUTPUT = ("embed_dim", None)
+
+    def __init__(self, module: nn.MultiheadAttention) -> None:
+        super().__init__()
+        self.head_dim = module.head_dim
+        self.SLOTS = {
+            "num_heads": (
+                SlotDim("in_proj_weight", 0, self.head_dim, 3),
+                SlotDim("in_proj_bias", 0, self.head_dim, 3),
+                SlotDim("out_proj.weight", 1, self.head_dim),
+            ),
+            "embed_dim": (
+                SlotDim("in_proj_weight", 1),
+                SlotDim("out_proj.weight", 0),
+                SlotDim("out_proj.bias", 0),
+            ),
+        }
+        # Original index of the head now at each position (sort_parameters permutes heads),
+        # so a per-head attention mask given in the original order still hits the right head.
+        self.register_buffer("head_order", torch.arange(module.num_heads), persistent=False)
+        self.dropout, self.batch_first = module.dropout, module.batch_first
+        self.in_proj_weight, self.in_proj_bias = module.in_proj_weight, module.in_proj_bias
+        self.out_proj = module.out_proj
+        self.head_outputs = nn.Identity()
+        self.train(module.training)
+        self._init_slots()
+
+    def on_units_sorted(self, slot: str, order: torch.Tensor) -> None:
+        if slot == "num_heads":
+            self.head_order = self.head_order[order.to(self.head_order.device)]
+
+    @classmethod
+    def supports(cls, module: nn.Module) -> bool:
+        return (
+            isinstance(module, nn.MultiheadAttention)
+            and module._qkv_same_embed_dim
+            and module.bias_k is None
+            and not module.add_zero_attn
+        )
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> DynamicMultiheadAttention:
+        assert cls.supports(module)
+        return cls(module)
+
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        key_padding_mask=None,
+        need_weights=True,
+        attn_mask=None,
+        average_attn_weights=True,
+        is_causal=False,
+    ):
+        names = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
+        weights = tuple(self.sliced(name) for name in names)
+        heads = self.get_hparam("num_heads")
+        kept = self.head_order
+        if heads is not None and heads.active < heads.max:
+            kept = kept[heads.active_slice]
+        return multihead_attention(
+            self,
+            query,
+            key,
+            value,
+            weights,
+            self.active_size("num_heads"),
+            key_padding_mask,
+            need_weights,
+            attn_mask,
+            average_attn_weights,
+            is_causal,
+            full_num_heads=self.slot_size("num_heads"),
+            kept_heads=kept,
+        )
+
+    def export(self) -> nn.Module:
+        in_weight, in_bias = self.sliced("in_proj_weight"), self.sliced("in_proj_bias")
+        out_weight, out_bias = self.sliced("out_proj.weight"), self.sliced("out_proj.bias")
+        heads, embed = self.active_size("num_heads"), self.active_size("embed_dim")
+        bias = in_bias is not None
+        if heads * self.head_dim == embed and (out_bias is not None) == bias:
+            plain = nn.MultiheadAttention(
+                embed,
+                heads,
+                dropout=self.dropout,
+                bias=bias,
+                batch_first=self.batch_first,
+            )
+        else:
+            plain = SlimMultiheadAttention(
+                embed,
+                heads,
+                self.head_dim,
+                bias=bias,
+                dropout=self.dropout,
+                batch_first=self.batch_first,
+            )
+        plain = plain.to(device=in_weight.device, dtype=in_weight.dtype)
+        with torch.no_grad():
+            plain.in_proj_weight.copy_(in_weight)
+            plain.out_proj.weight.copy_(out_weight)
+            if bias:
+                plain.in_proj_bias.copy_(in_bias)
+                plain.out_proj.bias.copy_(out_bias)
+        return plain

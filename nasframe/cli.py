@@ -1,0 +1,169 @@
+"""``nasframe``: search, list algorithms and models.
+
+Bad input (an unknown algorithm, a malformed constraint, a missing file) is one line on
+stderr naming the problem and the fix, and exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from nasframe.errors import UserInputError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not usage + error
+        self.exit(
+            EXIT_USAGE,
+            f"nasframe: error: {message} (see nasframe {self.prog.split()[-1]} --help)\n",
+        )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nasframe.job import JobSettings
+
+    defaults = JobSettings()
+    parser = _Parser(prog="nasframe", description="Structured pruning and architecture search.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands.add_parser("algos", help="list the search algorithms that plugins registered")
+    commands.add_parser("models", help="list the model names --model accepts")
+    search = commands.add_parser(
+        "search",
+        help="prune a model to a budget and save it",
+        description="Prune a language model to one budget, evaluate it and save it to --out.",
+    )
+    search.add_argument(
+        "--algo", default=defaults.algorithm, help="search algorithm (see `nasframe algos`)"
+    )
+    search.add_argument(
+        "--constraint",
+        default=defaults.constraint,
+        help="params=75%%, flops=60%%, or an absolute amount such as params=5M",
+    )
+    search.add_argument(
+        "--model", default=defaults.model, help="model name (see `nasframe models`)"
+    )
+    search.add_argument(
+        "--data",
+        help="text file (blank-line separated documents) or JSON lines "
+        "with a 'text' field; default: the Python standard library's docstrings",
+    )
+    search.add_argument("--out", default=defaults.out, help="output directory")
+    search.add_argument("--checkpoint", help="search checkpoint file (default: inside --out)")
+    search.add_argument("--no-checkpoint", action="store_true", help="do not checkpoint the search")
+    search.add_argument(
+        "--divisor",
+        type=_positive_int,
+        default=defaults.divisor,
+        help="keep widths that are multiples of this",
+    )
+    search.add_argument("--seq-len", type=_positive_int, default=defaults.seq_len)
+    search.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    search.add_argument(
+        "--calibration-batches",
+        type=_positive_int,
+        default=defaults.calibration_batches,
+        help="batches used to score units (gradnas)",
+    )
+    search.add_argument(
+        "--score-batches",
+        type=_positive_int,
+        default=defaults.score_batches,
+        help="held-back calibration batches a measured score_func uses (fastnas)",
+    )
+    search.add_argument("--eval-batches", type=_positive_int, default=defaults.eval_batches)
+    search.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "algos":
+            return _list_algorithms()
+        if args.command == "models":
+            return _list_models()
+        return _search(args)
+    except UserInputError as error:
+        print(f"nasframe: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(
+            "nasframe: interrupted; rerun the same command to resume from the checkpoint.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+
+
+def _list_algorithms() -> int:
+    from nasframe.plugins import registry
+
+    for name, cls in sorted(registry("nasframe_algorithms").items()):
+        doc = (cls.__doc__ or "").strip().splitlines()
+        print(f"{name}\t{doc[0] if doc else cls.__qualname__}")
+    return 0
+
+
+def _list_models() -> int:
+    from nasframe.bundle import model_entries
+
+    for name, entry in sorted(model_entries().items()):
+        print(f"{name}\t{entry.description}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from nasframe.job import JobSettings, run_job
+
+    settings = JobSettings(
+        algorithm=args.algo,
+        constraint=args.constraint,
+        model=args.model,
+        data=args.data,
+        out=args.out,
+        checkpoint=args.checkpoint,
+        use_checkpoint=not args.no_checkpoint,
+        divisor=args.divisor,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        calibration_batches=args.calibration_batches,
+        score_batches=args.score_batches,
+        eval_batches=args.eval_batches,
+        verbose=not args.quiet,
+    )
+    log = (lambda _: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    report = run_job(settings, log=log)
+    _print_summary(report.summary, report.out)
+    return 0
+
+
+def _print_summary(summary: dict, out) -> None:
+    ppl, params, flops = summary["perplexity"], summary["params"], summary["flops"]
+    print(f"{summary['algorithm']} on {summary['model']} at {summary['constraint']}")
+    print(f"  perplexity  {ppl['before']:>14.3f} -> {ppl['after']:.3f}")
+    print(
+        f"  params      {params['before']:>14,} -> {params['after']:,} ({params['fraction']:.1%})"
+    )
+    print(f"  FLOPs       {flops['before']:>14,} -> {flops['after']:,} ({flops['fraction']:.1%})")
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items())
+    print(f"  time        {timings}")
+    print(f"  saved to    {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,329 @@
+"""Modules whose dimensions are owned by hparams and sliced at forward time.
+
+A dynamic module keeps the full-size parameters of the module it replaces (the very same
+``nn.Parameter`` objects, so tied weights stay tied) and a table of *slots*: for each prunable
+dimension, which parameter dimensions it indexes. Slicing, sorting by importance, parameter
+counting and export are all derived from that one table, so a new module type only declares
+its slots and how to run and export itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from nasframe.hparam import Hparam
+
+
+@dataclass(frozen=True)
+class SlotDim:
+    """One parameter dimension indexed by a slot's units.
+
+    ``unit_size`` elements belong to each unit (``head_dim`` for an attention head); the
+    dimension is made of ``groups`` equal chunks that each hold every unit (a packed q/k/v
+    projection has three).
+    """
+
+    param: str
+    dim: int
+    unit_size: int = 1
+    groups: int = 1
+
+
+def unit_to_element_index(
+    units: slice | torch.Tensor, num_units: int, unit_size: int, groups: int
+) -> slice | torch.Tensor:
+    """Expand kept unit indices to the element indices of a parameter dimension."""
+    if unit_size == 1 and groups == 1:
+        return units
+    unit_ids = torch.arange(num_units)[units] if isinstance(units, slice) else units
+    within = torch.arange(unit_size)
+    per_group = (unit_ids[:, None] * unit_size + within[None, :]).flatten()
+    chunk = num_units * unit_size
+    return torch.cat([per_group + g * chunk for g in range(groups)])
+
+
+def index_dim(tensor: torch.Tensor, dim: int, index: slice | torch.Tensor) -> torch.Tensor:
+    """``tensor`` restricted to ``index`` along ``dim`` (a view for slices)."""
+    if isinstance(index, slice):
+        if index == slice(0, tensor.shape[dim]):
+            return tensor
+        return tensor.narrow(dim, index.start, index.stop - index.start)
+    return tensor.index_select(dim, index.to(tensor.device))
+
+
+class DynamicModule(nn.Module):
+    """Base class: a module whose slot sizes are read from shared :class:`Hparam` objects.
+
+    Subclasses declare ``SLOTS`` and implement ``forward`` (using :meth:`sliced`),
+    ``export`` (a plain module of the active size) and ``convert`` (build from the original
+    module, sharing its parameters).
+    """
+
+    SLOTS: ClassVar[Mapping[str, tuple[SlotDim, ...]]] = {}
+    # How the module's call maps onto slots when tracing ties: the last dimension of each
+    # named argument (by position or keyword) belongs to a slot, or to no slot (None); the
+    # output's last dimension (or each tuple element's) likewise.
+    TRACE_INPUTS: ClassVar[tuple[tuple[str, str | None], ...]] = ()
+    TRACE_OUTPUT: ClassVar[str | None | tuple[str | None, ...]] = None
+
+    def _init_slots(self) -> None:
+        self._slot_hparams: dict[str, Hparam | None] = {slot: None for slot in self.SLOTS}
+
+    @classmethod
+    def supports(cls, module: nn.Module) -> bool:
+        """Whether this module's configuration can be made dynamic (else it stays plain)."""
+        return True
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> DynamicModule:
+        """A dynamic module that shares ``module``'s parameters and starts at full size."""
+        raise NotImplementedError
+
+    def on_units_sorted(self, slot: str, order: torch.Tensor) -> None:
+        """Called after ``sort_parameters`` permuted ``slot``'s units by ``order``."""
+
+    def export(self) -> nn.Module:
+        """A plain module with the active sizes and the kept weights (copied)."""
+        raise NotImplementedError
+
+    def slot_size(self, slot: str) -> int:
+        """The full number of units of ``slot``, read from the parameter shapes."""
+        first = self.SLOTS[slot][0]
+        size = self.param_tensor(first.param).shape[first.dim]
+        return size // (first.unit_size * first.groups)
+
+    def get_hparam(self, slot: str) -> Hparam | None:
+        return self._slot_hparams[slot]
+
+    def set_hparam(self, slot: str, hparam: Hparam | None) -> None:
+        if hparam is not None and hparam.max != self.slot_size(slot):
+            raise ValueError(
+                f"{type(self).__name__}.{slot} has {self.slot_size(slot)} units, "
+                f"hparam {hparam.name!r} has {hparam.max}"
+            )
+        self._slot_hparams[slot] = hparam
+
+    def active_size(self, slot: str) -> int:
+        hparam = self._slot_hparams[slot]
+        return self.slot_size(slot) if hparam is None else hparam.active
+
+    def slot_index(self, slot: str, slot_dim: SlotDim) -> slice | torch.Tensor | None:
+        """Element index of the kept units along ``slot_dim``, or None when all are kept."""
+        hparam = self._slot_hparams[slot]
+        if hparam is None or hparam.active == hparam.max:
+            return None
+        return unit_to_element_index(
+            hparam.active_slice, hparam.max, slot_dim.unit_size, slot_dim.groups
+        )
+
+    def sliced(self, param_name: str) -> torch.Tensor | None:
+        """The parameter restricted to the active units of every slot that indexes it."""
+        tensor = self.param_tensor(param_name)
+        if tensor is None:
+            return None
+        for slot, slot_dims in self.SLOTS.items():
+            for slot_dim in slot_dims:
+                if slot_dim.param != param_name:
+                    continue
+                index = self.slot_index(slot, slot_dim)
+                if index is not None:
+                    tensor = index_dim(tensor, slot_dim.dim, index)
+        return tensor
+
+    def param_tensor(self, target: str) -> torch.Tensor | None:
+        """The parameter at dotted path ``target``, or None for an absent optional one."""
+        module: nn.Module = self
+        *path, leaf = target.split(".")
+        for part in path:
+            module = getattr(module, part)
+        return getattr(module, leaf, None)
+
+
+class DynamicLinear(nn.Linear, DynamicModule):
+    """``nn.Linear`` whose input and output features are slots."""
+
+    SLOTS = {
+        "in_features": (SlotDim("weight", 1),),
+        "out_features": (SlotDim("weight", 0), SlotDim("bias", 0)),
+    }
+    TRACE_INPUTS = (("input", "in_features"),)
+    TRACE_OUTPUT = "out_features"
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> DynamicLinear:
+        assert isinstance(module, nn.Linear)
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = module.in_features, module.out_features
+        new.weight, new.bias = module.weight, module.bias
+        new.train(module.training)
+        new._init_slots()
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.sliced("weight"), self.sliced("bias"))
+
+    def export(self) -> nn.Linear:
+        weight, bias = self.sliced("weight"), self.sliced("bias")
+        plain = nn.Linear(
+            weight.shape[1],
+            weight.shape[0],
+            bias=bias is not None,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        with torch.no_grad():
+            plain.weight.copy_(weight)
+            if bias is not None:
+                plain.bias.copy_(bias)
+        return plain
+
+
+class DynamicEmbedding(nn.Embedding, DynamicModule):
+    """``nn.Embedding`` whose embedding width is a slot (the vocabulary is never pruned)."""
+
+    SLOTS = {"embedding_dim": (SlotDim("weight", 1),)}
+    TRACE_INPUTS = (("input", None),)
+    TRACE_OUTPUT = "embedding_dim"
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> DynamicEmbedding:
+        assert isinstance(module, nn.Embedding)
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for attr in (
+            "num_embeddings",
+            "embedding_dim",
+            "padding_idx",
+            "max_norm",
+            "norm_type",
+            "scale_grad_by_freq",
+            "sparse",
+            "weight",
+        ):
+            setattr(new, attr, getattr(module, attr))
+        new.train(module.training)
+        new._init_slots()
+        return new
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(
+            ids,
+            self.sliced("weight"),
+            self.padding_idx,
+            self.max_norm,
+            self.norm_type,
+            self.scale_grad_by_freq,
+            self.sparse,
+        )
+
+    def export(self) -> nn.Embedding:
+        weight = self.sliced("weight")
+        plain = nn.Embedding(
+            weight.shape[0],
+            weight.shape[1],
+            padding_idx=self.padding_idx,
+            max_norm=self.max_norm,
+            norm_type=self.norm_type,
+            scale_grad_by_freq=self.scale_grad_by_freq,
+            sparse=self.sparse,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        with torch.no_grad():
+            plain.weight.copy_(weight)
+        return plain
+
+
+class DynamicLayerNorm(nn.LayerNorm, DynamicModule):
+    """``nn.LayerNorm`` over the last dimension, whose width is a slot."""
+
+    SLOTS = {"normalized_shape": (SlotDim("weight", 0), SlotDim("bias", 0))}
+    TRACE_INPUTS = (("input", "normalized_shape"),)
+    TRACE_OUTPUT = "normalized_shape"
+
+    @classmethod
+    def supports(cls, module: nn.Module) -> bool:
+        return len(module.normalized_shape) == 1
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> DynamicLayerNorm:
+        assert isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for attr in ("normalized_shape", "eps", "elementwise_affine", "weight", "bias"):
+            setattr(new, attr, getattr(module, attr))
+        new.train(module.training)
+        new._init_slots()
+        return new
+
+    def slot_size(self, slot: str) -> int:
+        return self.normalized_shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (self.active_size("normalized_shape"),)
+        return nn.functional.layer_norm(
+            x, size, self.sliced("weight"), self.sliced("bias"), self.eps
+        )
+
+    def export(self) -> nn.LayerNorm:
+        weight, bias = self.sliced("weight"), self.sliced("bias")
+        size = self.active_size("normalized_shape")
+        plain = nn.LayerNorm(
+            size,
+            eps=self.eps,
+            elementwise_affine=self.elementwise_affine,
+            bias=bias is not None,
+        )
+        if weight is not None:
+            plain = plain.to(device=weight.device, dtype=weight.dtype)
+            with torch.no_grad():
+                plain.weight.copy_(weight)
+                if bias is not None:
+                    plain.bias.copy_(bias)
+        return plain
+
+
+class DynamicRMSNorm(nn.RMSNorm, DynamicModule):
+    """``nn.RMSNorm`` over the last dimension, whose width is a slot."""
+
+    SLOTS = {"normalized_shape": (SlotDim("weight", 0),)}
+    TRACE_INPUTS = (("x", "normalized_shape"),)
+    TRACE_OUTPUT = "normalized_shape"
+
+    @classmethod
+    def supports(cls, module: nn.Module) -> bool:
+        return len(module.normalized_shape) == 1
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> DynamicRMSNorm:
+        assert isinstance(module, nn.RMSNorm) and len(module.normalized_shape) == 1
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for attr in ("normalized_shape", "eps", "elementwise_affine", "weight"):
+            setattr(new, attr, getattr(module, attr))
+        new.train(module.training)
+        new._init_slots()
+        return new
+
+    def slot_size(self, slot: str) -> int:
+        return self.normalized_shape[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = (self.active_size("normalized_shape"),)
+        return nn.functional.rms_norm(x, size, self.sliced("weight"), self.eps)
+
+    def export(self) -> nn.RMSNorm:
+        weight = self.sliced("weight")
+        size = self.active_size("normalized_shape")
+        plain = nn.RMSNorm(size, eps=self.eps, elementwise_affine=self.elementwise_affine)
+        if weight is not None:
+            plain = plain.to(device=weight.device, dtype=weight.dtype)
+            with torch.no_grad():
+                plain.weight.copy_(weight)
+        return plain

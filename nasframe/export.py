@@ -1,0 +1,53 @@
+"""Materialise a search space's active config as a plain PyTorch model.
+
+Every dynamic module becomes the plain module of its active size with the kept weights
+copied; parameters that were shared (tied embeddings) stay shared. The result runs without
+any nasframe module in it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from nasframe.dynamic import DynamicModule
+from nasframe.space import SearchSpace
+
+
+def export(space: SearchSpace, inplace: bool = False) -> nn.Module:
+    """A plain model of the active config; the space's model is untouched unless ``inplace``."""
+    model = space.model if inplace else copy.deepcopy(space.model)
+    exported_of: dict[int, nn.Parameter] = {}  # id of a dynamic parameter -> its export
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, DynamicModule):
+            continue
+        plain = module.export()
+        plain.train(module.training)
+        for param_name, param in module.named_parameters(recurse=True):
+            exported = plain.get_parameter(param_name) if _has(plain, param_name) else None
+            if exported is None:
+                continue
+            twin = exported_of.get(id(param))
+            if twin is not None and twin.shape == exported.shape:
+                _set_parameter(plain, param_name, twin)  # keep weight tying
+            else:
+                exported_of[id(param)] = exported
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attr, plain)
+    return model
+
+
+def _has(module: nn.Module, param_name: str) -> bool:
+    try:
+        module.get_parameter(param_name)
+    except AttributeError:
+        return False
+    return True
+
+
+def _set_parameter(module: nn.Module, param_name: str, value: nn.Parameter) -> None:
+    owner_name, _, attr = param_name.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    setattr(owner, attr, value)

@@ -1,0 +1,50 @@
+"""The pluggy hook specifications: everything a plugin can contribute to nasframe.
+
+Plugins are plain modules with functions marked ``@hookimpl`` and are found through the
+``nasframe`` entry-point group, exactly like a third party's plugin. Each hook returns a
+mapping; the host merges the mappings of every plugin (a later plugin may not silently
+override an earlier one: a clash is an error naming both).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+from torch import nn
+
+hookspec = pluggy.HookspecMarker("nasframe")
+hookimpl = pluggy.HookimplMarker("nasframe")
+
+
+@hookspec
+def nasframe_dynamic_modules() -> dict[type[nn.Module], type]:
+    """Map plain module types to the ``DynamicModule`` subclasses that replace them."""
+
+
+@hookspec
+def nasframe_passthrough_modules() -> list[type[nn.Module]]:
+    """Module types that act on each feature independently (activations, dropout).
+
+    Their output's last dimension is their input's, so tie discovery looks through them.
+    """
+
+
+@hookspec
+def nasframe_algorithms() -> dict[str, type]:
+    """Map algorithm names (``--algo NAME``) to ``BaseSearcher`` subclasses."""
+
+
+@hookspec
+def nasframe_gradient_setups() -> dict[type, Callable[[Any], tuple[Any, Any]]]:
+    """``SETUP_GRADIENT_FUNC`` entries: ``DynamicModule`` type -> ``setup(module)``.
+
+    ``setup`` returns ``(GradientDataManager, RemovableHandle)``; the gradnas plugin
+    collects these so that any plugin can make its module type scorable by gradnas.
+    """
+
+
+@hookspec
+def nasframe_models() -> dict[str, Any]:
+    """Map model names (``--model NAME``) to ``nasframe.bundle.ModelEntry`` objects."""

@@ -1,0 +1,221 @@
+"""The main job: load a language model, prune it to a budget, evaluate and save it.
+
+This is what ``nasframe search`` runs. It wires the pieces together — model bundle,
+calibration and evaluation text, the algorithm's search config, export, save — and reports
+every figure a user compares before and after (perplexity, parameters, FLOPs, time per phase)
+in ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from nasframe.atomic import atomic_write_json
+from nasframe.bundle import get_model_entry
+from nasframe.constraints import Constraint
+from nasframe.errors import UserInputError
+from nasframe.export import export
+from nasframe.hparam import ChoiceRule
+from nasframe.lm import next_token_loss, perplexity, token_batches
+from nasframe.plugins import get_algorithm
+from nasframe.searcher import BinarySearcher
+from nasframe.serialization import save
+from nasframe.space import convert
+from nasframe.text import TextCorpus, load_corpus_file, stdlib_corpus
+
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class JobSettings:
+    """Everything ``nasframe search`` can be told; the defaults are the built-in main job."""
+
+    algorithm: str = "gradnas"
+    constraint: str = "params=80%"
+    model: str = "byte-mlp"
+    data: str | None = None
+    out: str = "nasframe-out"
+    checkpoint: str | None = None  # None: a file in OUT named after the job's inputs
+    use_checkpoint: bool = True
+    divisor: int = 8
+    seq_len: int = 64
+    batch_size: int = 16
+    calibration_batches: int = 32
+    score_batches: int = 4
+    eval_batches: int = 32
+    verbose: bool = True
+
+
+@dataclass
+class JobReport:
+    summary: dict[str, Any]
+    out: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobReport:
+    """Run the whole job and return its summary (also written to ``OUT/summary.json``)."""
+    constraint = Constraint.parse(settings.constraint)  # fail fast, before loading anything
+    searcher = get_algorithm(settings.algorithm)()
+    out = Path(settings.out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; pass a directory path.")
+    timings: dict[str, float] = {}
+
+    @contextmanager
+    def phase(name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        timings[name] = time.perf_counter() - start
+
+    with phase("load_data"):
+        corpus = load_corpus_file(settings.data) if settings.data else stdlib_corpus()
+    with phase("load_model"):
+        log(f"loading model {settings.model} ...")
+        bundle = get_model_entry(settings.model).load(progress=settings.verbose)
+        model = bundle.model.eval()
+    with phase("tokenize"):
+        calibration, held_back, evaluation = _batches(corpus, bundle.encode, settings)
+    dummy_input = evaluation[0][:1, :-1]
+    with phase("evaluate_before"):
+        ppl_before = perplexity(model, evaluation)
+        params_before = _count_params(model)
+        flops_before = _count_flops(model, dummy_input)
+    log(f"before: perplexity {ppl_before:.3f}, {params_before:,} params, {flops_before:,} FLOPs")
+
+    with phase("convert"):
+        rules = {"*": ChoiceRule(divisor=settings.divisor)}
+        space = convert(model, rules)
+    search_config = _search_config(searcher, settings, calibration, held_back, out, corpus)
+    with phase("search"):
+        result = searcher.search(space, constraint, dummy_input=dummy_input, config=search_config)
+    with phase("export"):
+        pruned = export(space, inplace=True).eval()
+    with phase("evaluate_after"):
+        ppl_after = perplexity(pruned, evaluation)
+        params_after = _count_params(pruned)
+        flops_after = _count_flops(pruned, dummy_input)
+    log(f"after:  perplexity {ppl_after:.3f}, {params_after:,} params, {flops_after:,} FLOPs")
+
+    summary = {
+        "algorithm": settings.algorithm,
+        "model": settings.model,
+        "constraint": str(constraint),
+        "data": corpus.source,
+        "metric": (
+            f"perplexity on the evaluation text: {len(evaluation)} batches of "
+            f"{settings.batch_size} x {settings.seq_len} tokens"
+        ),
+        "perplexity": {"before": ppl_before, "after": ppl_after},
+        "params": {
+            "before": params_before,
+            "after": params_after,
+            "fraction": params_after / params_before,
+        },
+        "flops": {
+            "before": flops_before,
+            "after": flops_after,
+            "fraction": flops_after / flops_before,
+            "input": f"one sequence of {settings.seq_len} tokens",
+        },
+        "hparams": {name: {"kept": hp.active, "max": hp.max} for name, hp in space.hparams.items()},
+        "search": {
+            "limit": result.limit,
+            "cost_after": result.cost_after,
+            "resumed_from_checkpoint": result.resumed,
+            "calibration_batches": len(calibration),
+            "timings_s": result.timings,
+        },
+        "settings": asdict(settings),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "threads": torch.get_num_threads(),
+        },
+    }
+    with phase("save"):
+        save(pruned, out, result.config, bundle.architecture, extra={"summary": SUMMARY_FILE})
+    summary["timings_s"] = timings
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    return JobReport(summary, out, timings)
+
+
+def _batches(corpus: TextCorpus, encode, settings: JobSettings):
+    """Calibration batches, held-back score batches (fastnas), evaluation batches."""
+    calibration_ids = encode(corpus.calibration)
+    wanted = settings.calibration_batches + settings.score_batches
+    batches = token_batches(calibration_ids, settings.seq_len, settings.batch_size, wanted)
+    if len(batches) < 2:
+        raise UserInputError(
+            f"the calibration text gives {len(batches)} batch of {settings.batch_size} x "
+            f"{settings.seq_len} tokens; give more text or lower --batch-size/--seq-len."
+        )
+    held = min(settings.score_batches, max(1, len(batches) // 5))
+    evaluation = token_batches(
+        encode(corpus.evaluation), settings.seq_len, settings.batch_size, settings.eval_batches
+    )
+    return batches[: len(batches) - held], batches[len(batches) - held :], evaluation
+
+
+def _search_config(searcher, settings, calibration, held_back, out: Path, corpus) -> dict:
+    """The search config the chosen algorithm accepts, filled from the job's data."""
+    accepted = searcher.default_search_config
+    config: dict[str, Any] = {"verbose": settings.verbose}
+    if "checkpoint" in accepted and settings.use_checkpoint:
+        config["checkpoint"] = settings.checkpoint or str(
+            out / ".checkpoints" / f"{settings.algorithm}-{_job_key(settings, corpus)}.json"
+        )
+    if isinstance(searcher, BinarySearcher) and searcher.uses_score_func:
+
+        def score_func(model: torch.nn.Module) -> float:
+            return -_mean_loss(model, held_back)
+
+        config["score_func"] = score_func
+    if "data_loader" in accepted:
+        config["data_loader"] = calibration
+    if "loss_func" in accepted:
+        config["loss_func"] = next_token_loss
+    if "max_iter_data_loader" in accepted:
+        config["max_iter_data_loader"] = len(calibration)
+    return config
+
+
+def _mean_loss(model: torch.nn.Module, batches) -> float:
+    with torch.no_grad():
+        return sum(next_token_loss(model, b).item() for b in batches) / len(batches)
+
+
+def _job_key(settings: JobSettings, corpus: TextCorpus) -> str:
+    """Digest of everything a checkpoint's scores depend on, so stale ones are never reused."""
+    inputs = {
+        "model": settings.model,
+        "divisor": settings.divisor,
+        "seq_len": settings.seq_len,
+        "batch_size": settings.batch_size,
+        "calibration_batches": settings.calibration_batches,
+        "score_batches": settings.score_batches,
+        "text": hashlib.sha256(corpus.calibration.encode()).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _count_flops(model: torch.nn.Module, dummy_input: torch.Tensor) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(dummy_input)
+    return counter.get_total_flops()

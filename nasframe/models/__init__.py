@@ -1,0 +1,1 @@
+"""Models that ship with nasframe, so the CLI and benchmarks work without downloads."""

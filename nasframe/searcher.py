@@ -1,0 +1,224 @@
+"""The search loop every algorithm shares.
+
+:class:`BaseSearcher` owns what any search needs: the search config (defaults, validation),
+the one constraint and its cost model, and the checkpoint. :class:`BinarySearcher` is the
+seed's loop: rank units (``compute_importance``, supplied by an algorithm), sort the weights
+so the kept units are the top ones, measure each hparam's *sensitivity* (degradation of the
+score at each allowed size), then binary-search one degradation threshold until the
+constraint is met. fastnas and gradnas are subclasses that differ only in how they score.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from nasframe.allocation import threshold_allocation
+from nasframe.checkpoint import SearchCheckpoint
+from nasframe.constraints import Constraint, CostModel
+from nasframe.errors import InfeasibleConstraintError, UserInputError
+from nasframe.space import Config, SearchSpace
+
+ScoreFunc = Callable[[nn.Module], float]
+
+
+@dataclass
+class SearchResult:
+    """What a search found, and what it cost to find it."""
+
+    config: Config
+    constraint: str
+    limit: float
+    cost_before: float
+    cost_after: float
+    importance: dict[str, torch.Tensor]
+    sensitivity: dict[str, dict[int, float]]
+    timings: dict[str, float] = field(default_factory=dict)
+    resumed: bool = False
+
+
+class BaseSearcher(ABC):
+    """Skeleton of a search: config handling, constraint, checkpoint; subclasses search."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self) -> None:
+        self.space: SearchSpace | None = None
+        self.config: dict[str, Any] = {}
+        self.cost_model: CostModel | None = None
+        self.timings: dict[str, float] = {}
+
+    @property
+    def default_search_config(self) -> dict[str, Any]:
+        """Every key a search config may have, with its default."""
+        return {"checkpoint": None, "verbose": True}
+
+    def sanitize_search_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Defaults filled in; an unknown key is an error that lists the valid keys."""
+        defaults = self.default_search_config
+        unknown = sorted(set(config or {}) - set(defaults))
+        if unknown:
+            raise UserInputError(
+                f"unknown search config key(s) {', '.join(unknown)} for {self.name}; valid keys: "
+                f"{', '.join(sorted(defaults))}."
+            )
+        return {**defaults, **(config or {})}
+
+    def search(
+        self,
+        space: SearchSpace,
+        constraints: Mapping[str, Any] | str | Constraint,
+        dummy_input: Any = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> SearchResult:
+        """Find the config that meets ``constraints`` with the least degradation and select it."""
+        self.space = space
+        self.config = self.sanitize_search_config(config)
+        self.timings = {}
+        constraint = Constraint.from_mapping(constraints)
+        self.cost_model = CostModel(space, dummy_input)
+        if not space.hparams:
+            raise UserInputError(
+                "the model has nothing searchable (no prunable dimension was found); check that "
+                "it is built of supported modules or install a plugin for its module types."
+            )
+        space.select(space.max_config())
+        limit = self.cost_model.resolve(constraint)
+        cost_before = self.cost_model.cost(constraint.kind, space.max_config())
+        checkpoint = SearchCheckpoint(self.config["checkpoint"], self.fingerprint())
+        found = self.run_search(checkpoint, constraint.kind, limit)
+        space.select(found.config)
+        found.constraint, found.limit, found.cost_before = str(constraint), limit, cost_before
+        found.cost_after = self.cost_model.cost(constraint.kind, found.config)
+        found.timings = dict(self.timings)
+        return found
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: algorithm and search space."""
+        return {
+            "algorithm": self.name,
+            "hparams": {name: hp.choices for name, hp in self.space.hparams.items()},
+        }
+
+    @abstractmethod
+    def run_search(self, checkpoint: SearchCheckpoint, kind: str, limit: float) -> SearchResult:
+        """Search and return the result (constraint fields are filled in by ``search``)."""
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase of the search into ``self.timings``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def progress(self, iterable: Any = None, **kwargs: Any) -> tqdm:
+        return tqdm(iterable, disable=not self.config.get("verbose", True), leave=False, **kwargs)
+
+
+class BinarySearcher(BaseSearcher):
+    """Importance ranking, per-choice sensitivity, and a binary search of one threshold."""
+
+    name = "binary"
+    #: Whether sensitivities are measured with the user's score_func (fastnas) or derived
+    #: from unit scores (gradnas); tells callers such as the CLI what to pass.
+    uses_score_func: ClassVar[bool] = True
+
+    @property
+    def default_search_config(self) -> dict[str, Any]:
+        return {**super().default_search_config, "score_func": None}
+
+    def hparam_names_for_search(self) -> list[str]:
+        """The hparams this algorithm can score; the rest stay at full size."""
+        return list(self.space.hparams)
+
+    @abstractmethod
+    def compute_importance(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """One score per unit of each named hparam (higher = more important)."""
+
+    @property
+    def score_func(self) -> ScoreFunc:
+        """Higher is better: accuracy, or minus a loss. Evaluated once per choice."""
+        func = self.config.get("score_func")
+        if func is None:
+            raise UserInputError(
+                f"{self.name} needs a score_func in the search config (model -> float, higher is "
+                "better, e.g. minus the validation loss)."
+            )
+        return func
+
+    def compute_sensitivity(self, name: str) -> dict[int, float]:
+        """Score degradation of each allowed size of ``name``, every other hparam at full size."""
+        hparam = self.space.hparams[name]
+        model = self.space.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                hparam.active = hparam.max
+                full = float(self.score_func(model))
+                degradation = {hparam.max: 0.0}
+                for choice in self.progress(hparam.choices[:-1], desc=f"sensitivity {name}"):
+                    hparam.active = choice
+                    degradation[choice] = full - float(self.score_func(model))
+        finally:
+            hparam.active = hparam.max
+            model.train(was_training)
+        return degradation
+
+    def run_search(self, checkpoint: SearchCheckpoint, kind: str, limit: float) -> SearchResult:
+        names = self.hparam_names_for_search()
+        if not names:
+            raise UserInputError(
+                f"{self.name} can score none of this model's hparams; use another algorithm or "
+                "install a plugin that makes these module types scorable."
+            )
+        resumed = checkpoint.resumed
+        with self.phase("importance"):
+            if checkpoint.importance is None:
+                checkpoint.importance = self.compute_importance(names)
+                checkpoint.save()
+        for name, scores in checkpoint.importance.items():
+            self.space.all_hparams[name].importance = scores
+        self.space.sort_parameters()
+        with self.phase("sensitivity"):
+            for name in self.progress(names, desc="hparams"):
+                if name not in checkpoint.sensitivity:
+                    checkpoint.sensitivity[name] = self.compute_sensitivity(name)
+                    checkpoint.save()
+        with self.phase("allocation"):
+            sensitivity = {name: checkpoint.sensitivity[name] for name in names}
+            config = self.allocate(sensitivity, kind, limit)
+        return SearchResult(
+            config=self.space.max_config() | config,
+            constraint="",
+            limit=limit,
+            cost_before=0.0,
+            cost_after=0.0,
+            importance=dict(checkpoint.importance),
+            sensitivity=sensitivity,
+            resumed=resumed,
+        )
+
+    def allocate(self, sensitivity: dict[str, dict[int, float]], kind: str, limit: float) -> Config:
+        """Sizes for the searched hparams that meet ``limit`` (the others stay at full size)."""
+        cost = self.cost_model.cost_fn(kind)
+        smallest = cost({name: self.space.hparams[name].min for name in sensitivity})
+        if smallest > limit:
+            original = cost(self.space.max_config())
+            raise InfeasibleConstraintError(
+                f"{self.name} can only prune {len(sensitivity)} of {len(self.space.hparams)} "
+                f"hparams, whose smallest sub-network has {smallest:,.0f} {kind} "
+                f"({100 * smallest / original:.1f}% of the original), above the limit "
+                f"{limit:,.0f}; relax the constraint to at least that."
+            )
+        return threshold_allocation(sensitivity, cost, limit)

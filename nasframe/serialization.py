@@ -1,0 +1,115 @@
+"""Save and load pruned models as safetensors weights plus JSON metadata — never a pickle.
+
+A pruned model is restored by rebuilding the *unpruned* architecture (from a registered model
+name and JSON keyword arguments, or from a model the caller passes), converting it, selecting
+the saved config and exporting: the shapes then match the saved weights exactly. Nothing in the
+metadata is executed or imported. The metadata records the weights' SHA-256 and is written
+last, so a crash between the two files is detected on load instead of loading mixed files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+from torch import nn
+
+from nasframe.atomic import atomic_write, atomic_write_json
+from nasframe.errors import UserInputError
+
+FORMAT = "nasframe-pruned"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "nasframe.json"
+
+
+def save(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    config: dict[str, int],
+    architecture: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (an exported plain model) and what rebuilds it into ``directory``."""
+    directory = Path(directory)
+    weights = directory / WEIGHTS_FILE
+    atomic_write(weights, lambda tmp: safetensors.torch.save_model(model, tmp))
+    atomic_write_json(
+        directory / METADATA_FILE,
+        {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "architecture": architecture or {},
+            "config": dict(config),
+            "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights)},
+            "extra": extra or {},
+        },
+    )
+    return directory
+
+
+def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / METADATA_FILE
+    if not path.is_file():
+        raise UserInputError(
+            f"{directory} holds no {METADATA_FILE}; pass a directory written by nasframe."
+        )
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserInputError(f"{path} is not valid JSON ({error}); re-export the model.") from error
+    if metadata.get("format") != FORMAT or metadata.get("version") != FORMAT_VERSION:
+        raise UserInputError(
+            f"{path} is not a nasframe model of version {FORMAT_VERSION}; re-export it with this "
+            "version of nasframe."
+        )
+    return metadata
+
+
+def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
+    """Restore a pruned model saved by :func:`save`.
+
+    ``model`` is an unpruned instance of the architecture; it may be omitted when the model
+    was saved under a registered name (``--model NAME``), which then rebuilds it.
+    """
+    from nasframe.bundle import get_model_entry
+    from nasframe.export import export
+    from nasframe.space import convert
+
+    metadata = read_metadata(directory)
+    weights = Path(directory) / metadata["weights"]["file"]
+    if not weights.is_file() or _sha256(weights) != metadata["weights"]["sha256"]:
+        raise UserInputError(
+            f"{weights} is missing or does not match {METADATA_FILE} (an interrupted save?); "
+            "export the model again."
+        )
+    if model is None:
+        architecture = metadata.get("architecture") or {}
+        if "name" not in architecture:
+            raise UserInputError(
+                f"{directory} was saved from a custom model; pass an unpruned instance of it as "
+                "load(directory, model=...)."
+            )
+        model = get_model_entry(architecture["name"]).architecture(**architecture.get("kwargs", {}))
+    space = convert(model)
+    space.select(metadata["config"])
+    pruned = export(space, inplace=True)
+    missing, unexpected = safetensors.torch.load_model(pruned, weights, strict=False)
+    if missing or unexpected:
+        raise UserInputError(
+            f"{weights} does not fit the rebuilt model (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}); pass the same architecture the model was pruned from."
+        )
+    return pruned
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,201 @@
+"""The search space: a model whose prunable dimensions are shared hparams.
+
+``convert`` swaps each convertible module for its dynamic version (sharing the parameters, so
+no weights are copied) and ties the slots that tie discovery grouped into one :class:`Hparam`.
+A config is a plain ``{hparam name: kept units}`` dict: it is what a search returns, what a
+checkpoint stores and what ``select`` applies.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasframe.dynamic import DynamicModule, index_dim, unit_to_element_index
+from nasframe.errors import UserInputError
+from nasframe.hparam import ChoiceRule, Hparam
+from nasframe.plugins import passthrough_module_types, registry
+from nasframe.ties import analyse_ties, dynamic_class_for
+
+Config = dict[str, int]
+Rules = Mapping[str, ChoiceRule | Mapping[str, Any]]
+
+
+class SearchSpace:
+    """A converted model and its searchable hparams, by name."""
+
+    def __init__(self, model: nn.Module, hparams: Mapping[str, Hparam]) -> None:
+        self.model = model
+        self.all_hparams = dict(hparams)
+
+    @property
+    def hparams(self) -> dict[str, Hparam]:
+        """The hparams with more than one allowed size, in a stable order."""
+        return {name: hp for name, hp in self.all_hparams.items() if hp.is_searchable}
+
+    def dynamic_modules(self) -> Iterator[tuple[str, DynamicModule]]:
+        for name, module in self.model.named_modules():
+            if isinstance(module, DynamicModule):
+                yield name, module
+
+    def slots_of(self, hparam: Hparam) -> list[tuple[str, DynamicModule, str]]:
+        """Every ``(module name, module, slot)`` whose size ``hparam`` sets."""
+        return [
+            (name, module, slot)
+            for name, module in self.dynamic_modules()
+            for slot in module.SLOTS
+            if module.get_hparam(slot) is hparam
+        ]
+
+    def config(self) -> Config:
+        return {name: hp.active for name, hp in self.hparams.items()}
+
+    def max_config(self) -> Config:
+        return {name: hp.max for name, hp in self.hparams.items()}
+
+    def min_config(self) -> Config:
+        return {name: hp.min for name, hp in self.hparams.items()}
+
+    def select(self, config: Mapping[str, int]) -> None:
+        """Set the listed hparams (others keep their size); every value is validated first."""
+        unknown = sorted(set(config) - set(self.all_hparams))
+        if unknown:
+            raise UserInputError(
+                f"unknown hparam(s) {', '.join(unknown)} in config; valid names: "
+                f"{', '.join(self.all_hparams) or 'none'}."
+            )
+        for name, value in config.items():
+            if value not in self.all_hparams[name].choices:
+                self.all_hparams[name].active = value  # raises the descriptive error
+        for name, value in config.items():
+            self.all_hparams[name].active = value
+
+    def sample(self, rng: random.Random | None = None) -> Config:
+        """Select and return a random config (each hparam uniformly over its choices)."""
+        rng = rng or random.Random()
+        config = {name: rng.choice(hp.choices) for name, hp in self.hparams.items()}
+        self.select(config)
+        return config
+
+    @torch.no_grad()
+    def sort_parameters(self) -> None:
+        """Permute weights so each hparam's most important units come first.
+
+        The permutation is applied consistently to every parameter dimension the hparam owns
+        (shared parameters once), so the full-size model computes exactly the same function,
+        while a smaller ``active`` now keeps the top units as a contiguous prefix.
+        """
+        for hparam in self.all_hparams.values():
+            if hparam.importance is None:
+                continue
+            order = hparam.order
+            if torch.equal(order, torch.arange(hparam.max)):
+                continue
+            done: set[tuple[int, int]] = set()
+            for _, module, slot in self.slots_of(hparam):
+                for slot_dim in module.SLOTS[slot]:
+                    param = module.param_tensor(slot_dim.param)
+                    if param is None or (id(param), slot_dim.dim) in done:
+                        continue
+                    done.add((id(param), slot_dim.dim))
+                    index = unit_to_element_index(
+                        order, hparam.max, slot_dim.unit_size, slot_dim.groups
+                    )
+                    param.copy_(index_dim(param, slot_dim.dim, torch.as_tensor(index)))
+                module.on_units_sorted(slot, order)
+            hparam.importance = hparam.importance[order]
+
+
+def _rule_for(name: str, rules: Rules | None) -> ChoiceRule:
+    """The first rule whose glob pattern matches ``name`` (``*`` matches everything)."""
+    for pattern, rule in (rules or {}).items():
+        if fnmatch.fnmatchcase(name, pattern):
+            return rule if isinstance(rule, ChoiceRule) else _parse_rule(pattern, rule)
+    return ChoiceRule()
+
+
+def _parse_rule(pattern: str, rule: Mapping[str, Any]) -> ChoiceRule:
+    valid = set(ChoiceRule.__dataclass_fields__)
+    unknown = sorted(set(rule) - valid)
+    if unknown:
+        raise UserInputError(
+            f"unknown key(s) {', '.join(unknown)} in the rule for {pattern!r}; "
+            f"valid keys: {', '.join(sorted(valid))}."
+        )
+    values = dict(rule)
+    if values.get("ratios") is not None:
+        values["ratios"] = tuple(values["ratios"])
+    return ChoiceRule(**values)
+
+
+def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+
+
+def _group_name(group: list[tuple[str, str]], modules: Mapping[str, nn.Module]) -> str:
+    """Name a tied group after the slot that produces it (``fc1.out_features``), if any."""
+    for module_name, slot in group:
+        if getattr(type(modules[module_name]), "TRACE_OUTPUT", None) == slot:
+            return f"{module_name}.{slot}" if module_name else slot
+    module_name, slot = group[0]
+    return f"{module_name}.{slot}" if module_name else slot
+
+
+def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
+    """Turn ``model`` (in place) into a :class:`SearchSpace`.
+
+    ``rules`` maps glob patterns over hparam names to a :class:`ChoiceRule` (or its fields as
+    a dict), e.g. ``{"*.fc1.out_features": {"divisor": 32}, "*": {"ratios": [0.5, 1.0]}}``; the
+    first matching pattern wins. Modules tie discovery cannot handle keep their full size and
+    are listed once in a warning.
+    """
+    if isinstance(model, DynamicModule) or any(
+        isinstance(m, DynamicModule) for m in model.modules()
+    ):
+        raise UserInputError("this model is already converted; convert the original model once.")
+    dynamic_types = registry("nasframe_dynamic_modules")
+    analysis = analyse_ties(model, dynamic_types, passthrough_module_types())
+    modules = dict(model.named_modules())
+
+    converted: dict[str, DynamicModule] = {}
+    for name in analysis.used_modules:
+        module = modules[name]
+        converted[name] = dynamic_class_for(module, dynamic_types).convert(module)
+
+    view = {name: converted.get(name, module) for name, module in modules.items()}
+    hparams: dict[str, Hparam] = {}
+    for group in sorted(analysis.groups, key=lambda g: analysis.used_modules.index(g[0][0])):
+        sizes = {converted[m].slot_size(s) for m, s in group}
+        if len(sizes) != 1:
+            continue  # inconsistent sizes (broadcasting): leave the group at full size
+        size = sizes.pop()
+        name = _group_name(group, view)
+        hparam = Hparam(size, _rule_for(name, rules).choices(size), name=name)
+        hparams[name] = hparam
+        for module_name, slot in group:
+            converted[module_name].set_hparam(slot, hparam)
+
+    for name, module in converted.items():
+        if name:
+            _replace_module(model, name, module)
+        else:
+            raise UserInputError(
+                f"the model itself is a single {type(model).__name__}; wrap it in a container "
+                "module so nasframe can replace it."
+            )
+    if analysis.unsupported:
+        listed = ", ".join(f"{n} ({t})" for n, t in analysis.unsupported.items())
+        warnings.warn(
+            f"nasframe keeps these modules at full size (no dynamic version is registered): "
+            f"{listed}.",
+            stacklevel=2,
+        )
+    return SearchSpace(model, hparams)

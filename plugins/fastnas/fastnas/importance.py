@@ -1,0 +1,34 @@
+"""Magnitude importance: a unit matters as much as the weights it owns."""
+
+from __future__ import annotations
+
+import torch
+
+from nasframe.hparam import Hparam
+from nasframe.space import SearchSpace
+
+
+@torch.no_grad()
+def l1_importance(space: SearchSpace, hparam: Hparam) -> torch.Tensor:
+    """Sum of |w| over every parameter element each unit of ``hparam`` owns.
+
+    A hidden FFN neuron owns its row (and bias) in the up projection and its column in the
+    down projection; a tied dimension sums over every module that shares it (shared
+    parameters counted once).
+    """
+    scores = torch.zeros(hparam.max, dtype=torch.float64)
+    seen: set[tuple[int, int]] = set()
+    for _, module, slot in space.slots_of(hparam):
+        for slot_dim in module.SLOTS[slot]:
+            param = module.param_tensor(slot_dim.param)
+            if param is None or (id(param), slot_dim.dim) in seen:
+                continue
+            seen.add((id(param), slot_dim.dim))
+            per_element = param.detach().abs().double()
+            other_dims = [d for d in range(param.dim()) if d != slot_dim.dim]
+            if other_dims:
+                per_element = per_element.sum(dim=other_dims)
+            # The dimension is laid out as (groups, units, unit_size); see SlotDim.
+            per_unit = per_element.reshape(slot_dim.groups, hparam.max, slot_dim.unit_size)
+            scores += per_unit.sum(dim=(0, 2)).cpu()
+    return scores.float()

@@ -1,0 +1,65 @@
+"""Per-module accumulation of squared mask gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from nasframe.hparam import Hparam
+
+
+def _identity(scores: torch.Tensor) -> torch.Tensor:
+    return scores
+
+
+class GradientDataManager:
+    """Class for managing gradient data for an hparam.
+
+    Holds a mask of ones (``requires_grad=True``, fp32 on the model's device whatever the
+    model's dtype, so squared gradients of half-precision models do not underflow) that a
+    hook multiplies into the units of one hparam. After each backward pass
+    :meth:`process_gradient` adds ``mask.grad ** 2`` to the running sum; :attr:`score` is
+    ``reduce_func`` of that sum (e.g. summing a per-element mask into per-unit scores).
+    """
+
+    def __init__(
+        self,
+        shape: int | tuple[int, ...] | torch.Size,
+        model: nn.Module,
+        reduce_func: Callable[[torch.Tensor], torch.Tensor] = _identity,
+    ) -> None:
+        """Initialize GradientDataManager."""
+        device = next(iter(model.parameters()), torch.empty(0)).device
+        self.mask = torch.ones(shape, dtype=torch.float32, device=device, requires_grad=True)
+        self.reduce_func = reduce_func
+        self.hparam: Hparam | None = None  # which hparam's units the mask gates; set by setup
+        self.num_batches = 0
+        self._sum = torch.zeros(shape, dtype=torch.float32, device=device)
+
+    def process_gradient(self) -> None:
+        """Process gradient of the mask: accumulate its square and clear it.
+
+        A mask the loss did not reach (``grad is None``) contributes 0: a unit the loss does
+        not depend on is the cheapest one to prune.
+        """
+        if self.mask.grad is not None:
+            self._sum += self.mask.grad.detach().float() ** 2
+            self.mask.grad = None
+        self.num_batches += 1
+
+    @property
+    def accumulated(self) -> torch.Tensor:
+        """The raw sum of squared gradients (before ``reduce_func``)."""
+        return self._sum
+
+    @accumulated.setter
+    def accumulated(self, value: torch.Tensor) -> None:
+        """Replace the sum (e.g. after an all-reduce across data-parallel ranks)."""
+        self._sum = value.to(self._sum)
+
+    @property
+    def score(self) -> torch.Tensor:
+        """The score of the hparam based on the stored gradients."""
+        return self.reduce_func(self._sum)

@@ -1,0 +1,138 @@
+"""One pass over calibration data that accumulates squared mask gradients.
+
+Every mask is 1 (the full model runs unchanged); the weights' ``requires_grad`` flags are
+switched off so backward computes only the mask gradients, and restored afterwards. The
+caller's hooks are removed by the caller's ``finally``; this module only runs batches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradnas.data_manager import GradientDataManager
+from nasframe.errors import UserInputError
+
+LossFunc = Callable[[nn.Module, Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """Stop once the averaged scores stop moving.
+
+    After batch ``n`` the change is ``||mean_n - mean_(n-1)|| / ||mean_n||`` over all masks
+    together; scoring stops after batch ``n`` when ``n >= min_batches`` and the last
+    ``patience`` changes were all below ``tol``. ``tol=None`` disables early stopping.
+    """
+
+    tol: float | None = None
+    patience: int = 4
+    min_batches: int = 16
+
+
+@dataclass(frozen=True)
+class ScoringReport:
+    num_batches: int
+    stopped_early: bool
+
+
+@contextmanager
+def weights_frozen(model: nn.Module):
+    """Weights need no gradients while scoring; their flags are restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for param, _ in flags:
+            param.requires_grad_(False)
+        yield
+    finally:
+        for param, flag in flags:
+            param.requires_grad_(flag)
+
+
+def accumulate_mask_gradients(
+    model: nn.Module,
+    managers: Sequence[GradientDataManager],
+    data_loader: Iterable[Any],
+    loss_func: LossFunc,
+    max_batches: int,
+    convergence: Convergence = Convergence(),
+    progress: Callable[..., Any] = lambda iterable, **_: iterable,
+) -> ScoringReport:
+    """Run up to ``max_batches`` batches; after each, every manager processes its gradient."""
+    masks = [manager.mask for manager in managers]
+    previous_mean: list[torch.Tensor] | None = None
+    calm = 0
+    processed = 0
+    batches = itertools.islice(data_loader, max_batches)
+    with weights_frozen(model):
+        for index, batch in enumerate(progress(batches, total=max_batches, desc="gradnas scoring")):
+            loss = loss_func(model, batch)
+            _check_loss(loss, index)
+            try:
+                loss.backward()
+            except RuntimeError as error:
+                raise UserInputError(
+                    f"backward through the loss failed on batch {index} ({error}); the loss must "
+                    "be computed from the model's output in this forward pass."
+                ) from error
+            if index == 0 and all(mask.grad is None for mask in masks):
+                raise UserInputError(
+                    "the loss has no gradient path to any gradnas mask; compute the loss from "
+                    "the model's output for the batch (loss_func(model, batch))."
+                )
+            for mask in masks:
+                if mask.grad is not None and not torch.isfinite(mask.grad).all():
+                    raise UserInputError(
+                        f"a mask gradient is NaN or Inf on batch {index}; check that batch and "
+                        "the model's numerical range (try float32)."
+                    )
+            for manager in managers:
+                manager.process_gradient()
+            processed = index + 1
+            if convergence.tol is None:
+                continue
+            mean = [manager.accumulated / processed for manager in managers]
+            if previous_mean is not None:
+                change = _relative_change(mean, previous_mean)
+                calm = calm + 1 if change < convergence.tol else 0
+                if processed >= convergence.min_batches and calm >= convergence.patience:
+                    return ScoringReport(processed, stopped_early=True)
+            previous_mean = mean
+    if processed == 0:
+        raise UserInputError(
+            "the data loader yielded no batches; give gradnas at least one calibration batch."
+        )
+    return ScoringReport(processed, stopped_early=False)
+
+
+def _check_loss(loss: Any, index: int) -> None:
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise UserInputError(
+            f"loss_func must return a scalar tensor, got {shape} on batch {index}; reduce it "
+            "with .mean() or .sum()."
+        )
+    if not loss.requires_grad:
+        raise UserInputError(
+            "the loss has no gradient path to the gradnas masks (it does not require grad); "
+            "compute it from the model's output without torch.no_grad() or .detach()."
+        )
+    if not math.isfinite(loss.item()):
+        raise UserInputError(
+            f"the loss is {loss.item()} on batch {index}; check that batch and the model's "
+            "numerical range (try float32)."
+        )
+
+
+def _relative_change(current: list[torch.Tensor], previous: list[torch.Tensor]) -> float:
+    pairs = zip(current, previous, strict=True)
+    difference = math.sqrt(sum(float(((c - p) ** 2).sum()) for c, p in pairs))
+    norm = math.sqrt(sum(float((c**2).sum()) for c in current))
+    return difference / norm if norm > 0 else 0.0

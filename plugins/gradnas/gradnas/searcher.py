@@ -1,0 +1,179 @@
+"""Binary searcher for gradient algorithm.
+
+gradnas ranks the units of each hparam by ``Sum((d loss / d mask)^2)`` over calibration
+batches, where a mask of ones multiplies the hparam's units. The degradation of keeping ``k``
+units is the score mass of the units it prunes, so sensitivities cost no extra model
+evaluation; the threshold search is then exactly fastnas's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from gradnas.registry import GradientSetupRegistry
+from gradnas.scoring import Convergence, accumulate_mask_gradients
+from nasframe.dynamic import DynamicModule
+from nasframe.errors import UserInputError
+from nasframe.hparam import Hparam
+from nasframe.searcher import BinarySearcher
+
+
+class GradientBinarySearcher(BinarySearcher):
+    """Binary searcher for gradient algorithm."""
+
+    name = "gradnas"
+    uses_score_func = False
+
+    #: DynamicModule type -> setup(module) -> (GradientDataManager, RemovableHandle) | None.
+    #: Filled from every plugin's ``nasframe_gradient_setups`` hook.
+    SETUP_GRADIENT_FUNC: ClassVar[GradientSetupRegistry] = GradientSetupRegistry()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_batches = 0  # calibration batches the last scoring used
+        self.stopped_early = False
+
+    @property
+    def default_search_config(self) -> dict[str, Any]:
+        """Get the default config for the searcher."""
+        return {
+            **super().default_search_config,
+            "data_loader": None,  # iterable of batches
+            "loss_func": None,  # loss_func(model, batch) -> scalar tensor
+            "max_iter_data_loader": 128,  # batches used (exactly, unless stopped early)
+            "average_scores": False,  # divide the sums by the number of batches
+            "convergence_tol": None,  # relative change of the mean score; None: never stop early
+            "convergence_patience": 4,
+            "convergence_min_batches": 16,
+        }
+
+    def sanitize_search_config(self, config: dict[str, Any] | None) -> dict[str, Any]:
+        """Sanitize the search config dict."""
+        config = super().sanitize_search_config(config)
+        if config["score_func"] is not None:
+            warnings.warn(
+                "gradnas ignores the score_func in the search config: it scores units by mask "
+                "gradients of loss_func over data_loader.",
+                stacklevel=3,
+            )
+            config["score_func"] = None
+        for key, example in (
+            ("data_loader", "a list or DataLoader of calibration batches"),
+            ("loss_func", "loss_func(model, batch) returning a scalar loss tensor"),
+        ):
+            if config[key] is None:
+                raise UserInputError(f"gradnas needs {key} in the search config: {example}.")
+        if not callable(config["loss_func"]):
+            raise UserInputError("loss_func must be callable as loss_func(model, batch).")
+        if int(config["max_iter_data_loader"]) < 1:
+            raise UserInputError(
+                f"max_iter_data_loader must be >= 1, got {config['max_iter_data_loader']}."
+            )
+        return config
+
+    @property
+    def score_func(self):
+        return self.gradnas_score_func
+
+    @staticmethod
+    def gradnas_score_func(model: nn.Module) -> float:
+        """Score function for gradnas algorithm.
+
+        If we prune N neurons from layer L, the total degradation is the sum of degradation
+        values of the N pruned neurons. In fast algorithm, the degradation due to pruning is
+        estimated directly from validation_score(model after pruning). Rest of the algorithm
+        is exactly the same as fast algorithm.
+        """
+        degradation = 0.0
+        for hparam in _scored_hparams(model):
+            if hparam.active < hparam.max:
+                kept = float(hparam.importance[hparam.active_slice].sum())
+                degradation += float(hparam.importance.sum()) - kept
+        return -degradation
+
+    def hparam_names_for_search(self) -> list[str]:
+        """We can only optimize over certain types of hparams in gradient binary search."""
+        scorable = {
+            id(hparam)
+            for _, module in self.space.dynamic_modules()
+            for hparam in self._setup_hparams(module)
+        }
+        names = [name for name, hp in self.space.hparams.items() if id(hp) in scorable]
+        skipped = [name for name in self.space.hparams if name not in names]
+        if skipped:
+            warnings.warn(
+                "gradnas has no gradient setup for these hparams, which stay at full size: "
+                f"{', '.join(skipped)}.",
+                stacklevel=2,
+            )
+        return names
+
+    def _setup_hparams(self, module: DynamicModule) -> list[Hparam]:
+        """The hparams a setup of ``module`` would score (without attaching anything)."""
+        setup = self.SETUP_GRADIENT_FUNC.for_module(module)
+        if setup is None:
+            return []
+        result = setup(module)
+        if result is None:
+            return []
+        manager, handle = result
+        handle.remove()
+        return [manager.hparam] if manager.hparam is not None else []
+
+    def compute_importance(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """Setup search with gradient-based score: attach masks, run the data, sum scores."""
+        wanted = {id(self.space.hparams[name]): name for name in names}
+        managers, handles = [], []
+        model = self.space.model
+        was_training = model.training
+        try:
+            for _, module in self.space.dynamic_modules():
+                setup = self.SETUP_GRADIENT_FUNC.for_module(module)
+                result = setup(module) if setup is not None else None
+                if result is None:
+                    continue
+                manager, handle = result
+                handles.append(handle)
+                if manager.hparam is not None and id(manager.hparam) in wanted:
+                    managers.append(manager)
+            model.eval()  # deterministic scores: no dropout
+            report = accumulate_mask_gradients(
+                model,
+                managers,
+                self.config["data_loader"],
+                self.config["loss_func"],
+                int(self.config["max_iter_data_loader"]),
+                Convergence(
+                    self.config["convergence_tol"],
+                    int(self.config["convergence_patience"]),
+                    int(self.config["convergence_min_batches"]),
+                ),
+                progress=self.progress,
+            )
+        finally:
+            for handle in handles:
+                handle.remove()
+            model.train(was_training)
+        self.num_batches, self.stopped_early = report.num_batches, report.stopped_early
+        scores = {name: torch.zeros(self.space.hparams[name].max) for name in names}
+        for manager in managers:
+            scores[wanted[id(manager.hparam)]] += manager.score.detach().float().cpu()
+        if self.config["average_scores"]:
+            scores = {name: s / report.num_batches for name, s in scores.items()}
+        return scores
+
+
+def _scored_hparams(model: nn.Module) -> list[Hparam]:
+    """Distinct hparams of ``model`` that carry importance scores."""
+    seen: dict[int, Hparam] = {}
+    for module in model.modules():
+        if isinstance(module, DynamicModule):
+            for slot in module.SLOTS:
+                hparam = module.get_hparam(slot)
+                if hparam is not None and hparam.importance is not None:
+                    seen.setdefault(id(hparam), hparam)
+    return list(seen.values())
