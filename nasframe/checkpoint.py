@@ -7,6 +7,7 @@ with a different search space is refused rather than silently mixing results.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from nasframe.atomic import atomic_write_json
 from nasframe.errors import UserInputError
@@ -79,3 +81,20 @@ class SearchCheckpoint:
                 "extra": self.extra,
             },
         )
+
+
+@torch.no_grad()
+def weights_digest(model: nn.Module) -> str:
+    """A digest of the model's weights that ignores the order of units within a dimension.
+
+    A search sorts units (permutes weights) before it writes its first sensitivity, so the
+    digest must be the same before and after: it hashes each parameter's shape, sum and sum of
+    squares (float64, rounded to 9 significant digits). A checkpoint of a retrained model of
+    the same shape is then refused instead of silently reused.
+    """
+    summary = []
+    for name, param in sorted(model.named_parameters(), key=lambda item: item[0]):
+        values = param.detach().double()
+        total, squares = float(values.sum()), float((values * values).sum())
+        summary.append([name, list(param.shape), f"{total:.9g}", f"{squares:.9g}"])
+    return hashlib.sha256(json.dumps(summary).encode()).hexdigest()[:16]

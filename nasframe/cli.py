@@ -20,7 +20,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not usage + error
         self.exit(
             EXIT_USAGE,
-            f"nasframe: error: {message} (see nasframe {self.prog.split()[-1]} --help)\n",
+            f"nasframe: error: {message} (see {self.prog} --help)\n",
         )
 
 
@@ -64,8 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         "with a 'text' field; default: the Python standard library's docstrings",
     )
     search.add_argument("--out", default=defaults.out, help="output directory")
-    search.add_argument("--checkpoint", help="search checkpoint file (default: inside --out)")
-    search.add_argument("--no-checkpoint", action="store_true", help="do not checkpoint the search")
+    checkpointing = search.add_mutually_exclusive_group()
+    checkpointing.add_argument(
+        "--checkpoint", help="search checkpoint file (default: inside --out)"
+    )
+    checkpointing.add_argument(
+        "--no-checkpoint", action="store_true", help="do not checkpoint the search"
+    )
     search.add_argument(
         "--divisor",
         type=_positive_int,
@@ -103,10 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nasframe: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(
-            "nasframe: interrupted; rerun the same command to resume from the checkpoint.",
-            file=sys.stderr,
-        )
+        if getattr(args, "no_checkpoint", True):
+            advice = "nothing was saved; rerun the command to start again."
+        else:
+            advice = "rerun the same command to resume from the last checkpoint written."
+        print(f"nasframe: interrupted; {advice}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
 

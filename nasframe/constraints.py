@@ -17,15 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from nasframe.errors import InfeasibleConstraintError, UserInputError
+from nasframe.flops import count_flops
 from nasframe.hparam import Hparam
 from nasframe.space import Config, SearchSpace
 
 CONSTRAINT_KINDS = ("params", "flops")
 _SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9, "t": 1e12}
-_AMOUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(%|[kmgbt])?\s*$", re.IGNORECASE)
+# A sign is accepted here so that a negative amount gets the "must be positive" message.
+_AMOUNT = re.compile(
+    r"^\s*([+-]?[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*(%|[kmgbt])?\s*$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
@@ -196,11 +199,9 @@ def measure_flops(
     The space's config is restored afterwards, even on error.
     """
     saved = space.config()
-    root = type(space.model).__name__
     try:
         space.select(config)
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            _call(space.model, dummy_input)
+        return count_flops(space.model, dummy_input)
     except UserInputError:
         raise
     except Exception as error:
@@ -210,20 +211,6 @@ def measure_flops(
         ) from error
     finally:
         space.select(saved)
-    per_module = {
-        name.removeprefix(root + ".") if name != root else "": sum(counts.values())
-        for name, counts in counter.get_flop_counts().items()
-        if name != "Global"
-    }
-    return counter.get_total_flops(), per_module
-
-
-def _call(model: torch.nn.Module, dummy_input: Any) -> Any:
-    if isinstance(dummy_input, Mapping):
-        return model(**dummy_input)
-    if isinstance(dummy_input, tuple):
-        return model(*dummy_input)
-    return model(dummy_input)
 
 
 class _FlopModel:
@@ -247,13 +234,50 @@ class _FlopModel:
         configs = [space.max_config(), space.min_config()]
         longest = max((len(m.SLOTS) for _, m in self.modules), default=0)
         configs += [_random_config(space, rng) for _ in range(2**longest + 4)]
+        determined = self._top_up(configs, rng)
         measured = [measure_flops(space, c, dummy_input) for c in configs]
         self.constant, self.terms = self._fit(configs, measured)
         check = _random_config(space, rng)
-        self.exact = all(
+        self.exact = determined and all(
             _close(self.predict_fitted(c), measure_flops(space, c, dummy_input)[0])
             for c in (check, space.max_config())
         )
+
+    def _top_up(self, configs: list[Config], rng: random.Random, extra: int = 64) -> bool:
+        """Add random configs until they determine every module's coefficients.
+
+        Random configs can miss a combination a module's polynomial needs (two hparams with
+        two choices each, both at the same end in every sample); the fit would then be wrong
+        elsewhere yet could pass the check. Returns False if ``extra`` more did not suffice.
+        """
+        needed = {name: self._rank(module, self._grid(module)) for name, module in self.modules}
+        short = [(n, m) for n, m in self.modules if self._rank(m, configs) < needed[n]]
+        for _ in range(extra):
+            if not short:
+                break
+            configs.append(_random_config(self.space, rng))
+            short = [(n, m) for n, m in short if self._rank(m, configs) < needed[n]]
+        return not short
+
+    def _grid(self, module: Any) -> list[Config]:
+        """Configs that reach every monomial of ``module``: for each of its hparams, one more
+        size than the number of its slots that hparam sets (or all its sizes)."""
+        uses: dict[int, tuple[Hparam, int]] = {}
+        for slot in module.SLOTS:
+            hparam = module.get_hparam(slot)
+            if hparam is not None:
+                uses[id(hparam)] = (hparam, uses.get(id(hparam), (hparam, 0))[1] + 1)
+        levels = []
+        for hparam, count in uses.values():
+            choices = hparam.choices
+            k = min(len(choices), count + 1)
+            picks = sorted({round(i * (len(choices) - 1) / max(k - 1, 1)) for i in range(k)})
+            levels.append([(hparam.name, choices[i]) for i in picks])
+        return [dict(combination) for combination in itertools.product(*levels)]
+
+    def _rank(self, module: Any, configs: list[Config]) -> int:
+        features = torch.tensor([self._monomials(module, c) for c in configs], dtype=torch.float64)
+        return int(torch.linalg.matrix_rank(features / features.abs().amax(dim=0).clamp(min=1)))
 
     def _monomials(self, module: Any, config: Config) -> list[float]:
         sizes = [_slot_size(module, slot, self.space, config) for slot in module.SLOTS]

@@ -165,8 +165,8 @@ class DynamicLinear(nn.Linear, DynamicModule):
         new._init_slots()
         return new
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, self.sliced("weight"), self.sliced("bias"))
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(input, self.sliced("weight"), self.sliced("bias"))
 
     def export(self) -> nn.Linear:
         weight, bias = self.sliced("weight"), self.sliced("bias")
@@ -211,9 +211,9 @@ class DynamicEmbedding(nn.Embedding, DynamicModule):
         new._init_slots()
         return new
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(
-            ids,
+            input,
             self.sliced("weight"),
             self.padding_idx,
             self.max_norm,
@@ -265,10 +265,10 @@ class DynamicLayerNorm(nn.LayerNorm, DynamicModule):
     def slot_size(self, slot: str) -> int:
         return self.normalized_shape[0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         size = (self.active_size("normalized_shape"),)
         return nn.functional.layer_norm(
-            x, size, self.sliced("weight"), self.sliced("bias"), self.eps
+            input, size, self.sliced("weight"), self.sliced("bias"), self.eps
         )
 
     def export(self) -> nn.LayerNorm:

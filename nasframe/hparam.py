@@ -74,6 +74,8 @@ class Hparam:
         self._active = max_size
         self._importance: torch.Tensor | None = None
         self._importance_descending = True
+        # Original index of the unit now at each position; sort_parameters permutes it.
+        self.unit_ids = torch.arange(max_size)
 
     @staticmethod
     def _validated_choices(max_size: int, choices: Iterable[int] | None) -> list[int]:

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from nasframe.atomic import atomic_write_json
 from nasframe.bundle import get_model_entry
 from nasframe.constraints import Constraint
 from nasframe.errors import UserInputError
 from nasframe.export import export
+from nasframe.flops import count_flops
 from nasframe.hparam import ChoiceRule
 from nasframe.lm import next_token_loss, perplexity, token_batches
 from nasframe.plugins import get_algorithm
@@ -71,6 +71,9 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
     out = Path(settings.out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; pass a directory path.")
+    _check_parents(out, "--out")
+    if settings.use_checkpoint and settings.checkpoint:
+        _check_parents(Path(settings.checkpoint), "--checkpoint")
     timings: dict[str, float] = {}
 
     @contextmanager
@@ -97,6 +100,12 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
     with phase("convert"):
         rules = {"*": ChoiceRule(divisor=settings.divisor)}
         space = convert(model, rules)
+    if not space.hparams and settings.divisor > 1:
+        raise UserInputError(
+            f"--divisor {settings.divisor} leaves nothing to prune in {settings.model}: no "
+            f"prunable width has a smaller size that is a multiple of {settings.divisor}; "
+            "lower --divisor."
+        )
     search_config = _search_config(searcher, settings, calibration, held_back, out, corpus)
     with phase("search"):
         result = searcher.search(space, constraint, dummy_input=dummy_input, config=search_config)
@@ -135,6 +144,7 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
             "cost_after": result.cost_after,
             "resumed_from_checkpoint": result.resumed,
             "calibration_batches": len(calibration),
+            "scoring": getattr(searcher, "importance_info", {}),
             "timings_s": result.timings,
         },
         "settings": asdict(settings),
@@ -162,11 +172,27 @@ def _batches(corpus: TextCorpus, encode, settings: JobSettings):
             f"the calibration text gives {len(batches)} batch of {settings.batch_size} x "
             f"{settings.seq_len} tokens; give more text or lower --batch-size/--seq-len."
         )
-    held = min(settings.score_batches, max(1, len(batches) // 5))
+    if len(batches) == wanted:  # enough text: exactly the batches the flags ask for
+        held = settings.score_batches
+    else:  # short text: hold back a fifth at most, calibrate on the rest
+        held = min(settings.score_batches, max(1, len(batches) // 5))
     evaluation = token_batches(
         encode(corpus.evaluation), settings.seq_len, settings.batch_size, settings.eval_batches
     )
-    return batches[: len(batches) - held], batches[len(batches) - held :], evaluation
+    calibration = batches[: min(settings.calibration_batches, len(batches) - held)]
+    return calibration, batches[len(batches) - held :], evaluation
+
+
+def _check_parents(path: Path, flag: str) -> None:
+    """Fail before any work when ``path`` cannot be created because an ancestor is a file."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserInputError(
+                    f"{flag} {path} is inside {parent}, which is a file; pass a path whose "
+                    "parent folders are directories."
+                )
+            return
 
 
 def _search_config(searcher, settings, calibration, held_back, out: Path, corpus) -> dict:
@@ -216,6 +242,4 @@ def _count_params(model: torch.nn.Module) -> int:
 
 
 def _count_flops(model: torch.nn.Module, dummy_input: torch.Tensor) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(dummy_input)
-    return counter.get_total_flops()
+    return count_flops(model, dummy_input)[0]

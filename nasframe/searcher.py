@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nasframe.allocation import threshold_allocation
-from nasframe.checkpoint import SearchCheckpoint
+from nasframe.checkpoint import SearchCheckpoint, weights_digest
 from nasframe.constraints import Constraint, CostModel
 from nasframe.errors import InfeasibleConstraintError, UserInputError
 from nasframe.space import Config, SearchSpace
@@ -102,10 +102,11 @@ class BaseSearcher(ABC):
         return found
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed: algorithm and search space."""
+        """What a checkpoint must match to be resumed: algorithm, search space and weights."""
         return {
             "algorithm": self.name,
             "hparams": {name: hp.choices for name, hp in self.space.hparams.items()},
+            "weights": weights_digest(self.space.model),
         }
 
     @abstractmethod
@@ -136,6 +137,12 @@ class BinarySearcher(BaseSearcher):
     @property
     def default_search_config(self) -> dict[str, Any]:
         return {**super().default_search_config, "score_func": None}
+
+    def __init__(self) -> None:
+        super().__init__()
+        # JSON-able facts about how importance was computed (e.g. batches used); kept in the
+        # checkpoint so a resumed search reports them too.
+        self.importance_info: dict[str, Any] = {}
 
     def hparam_names_for_search(self) -> list[str]:
         """The hparams this algorithm can score; the rest stay at full size."""
@@ -183,12 +190,21 @@ class BinarySearcher(BaseSearcher):
                 "install a plugin that makes these module types scorable."
             )
         resumed = checkpoint.resumed
+        # The checkpoint keeps scores in the units' original order: the space may already be
+        # sorted (a search interrupted or run before on it), and its units permuted.
+        hparams = self.space.all_hparams
         with self.phase("importance"):
             if checkpoint.importance is None:
-                checkpoint.importance = self.compute_importance(names)
+                checkpoint.importance = {
+                    name: _in_original_order(scores, hparams[name].unit_ids)
+                    for name, scores in self.compute_importance(names).items()
+                }
+                checkpoint.extra["importance_info"] = self.importance_info
                 checkpoint.save()
+            else:
+                self.importance_info = dict(checkpoint.extra.get("importance_info", {}))
         for name, scores in checkpoint.importance.items():
-            self.space.all_hparams[name].importance = scores
+            hparams[name].importance = scores[hparams[name].unit_ids]
         self.space.sort_parameters()
         with self.phase("sensitivity"):
             for name in self.progress(names, desc="hparams"):
@@ -222,3 +238,10 @@ class BinarySearcher(BaseSearcher):
                 f"{limit:,.0f}; relax the constraint to at least that."
             )
         return threshold_allocation(sensitivity, cost, limit)
+
+
+def _in_original_order(scores: torch.Tensor, unit_ids: torch.Tensor) -> torch.Tensor:
+    """``scores`` of the units as they are now, re-indexed by their original position."""
+    original = torch.empty_like(scores)
+    original[unit_ids] = scores
+    return original

@@ -98,11 +98,19 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     space = convert(model)
     space.select(metadata["config"])
     pruned = export(space, inplace=True)
-    missing, unexpected = safetensors.torch.load_model(pruned, weights, strict=False)
-    if missing or unexpected:
+    try:
+        missing, unexpected = safetensors.torch.load_model(pruned, weights, strict=False)
+    except (RuntimeError, safetensors.SafetensorError) as error:  # other shapes; not safetensors
+        reason = str(error).strip().splitlines()[-1].strip().rstrip(".")
         raise UserInputError(
-            f"{weights} does not fit the rebuilt model (missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}); pass the same architecture the model was pruned from."
+            f"{weights} does not fit the rebuilt model ({reason}); pass the same architecture "
+            "the model was pruned from."
+        ) from error
+    if missing or unexpected:  # safetensors returns sets or lists
+        raise UserInputError(
+            f"{weights} does not fit the rebuilt model (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}); pass the same architecture the model was "
+            "pruned from."
         )
     return pruned
 

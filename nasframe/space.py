@@ -110,6 +110,7 @@ class SearchSpace:
                     param.copy_(index_dim(param, slot_dim.dim, torch.as_tensor(index)))
                 module.on_units_sorted(slot, order)
             hparam.importance = hparam.importance[order]
+            hparam.unit_ids = hparam.unit_ids[order]
 
 
 def _rule_for(name: str, rules: Rules | None) -> ChoiceRule:
@@ -183,14 +184,8 @@ def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
         for module_name, slot in group:
             converted[module_name].set_hparam(slot, hparam)
 
-    for name, module in converted.items():
-        if name:
-            _replace_module(model, name, module)
-        else:
-            raise UserInputError(
-                f"the model itself is a single {type(model).__name__}; wrap it in a container "
-                "module so nasframe can replace it."
-            )
+    for name, module in converted.items():  # the root is never a call_module node
+        _replace_module(model, name, module)
     if analysis.unsupported:
         listed = ", ".join(f"{n} ({t})" for n, t in analysis.unsupported.items())
         warnings.warn(

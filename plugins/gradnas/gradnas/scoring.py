@@ -71,7 +71,8 @@ def accumulate_mask_gradients(
     calm = 0
     processed = 0
     batches = itertools.islice(data_loader, max_batches)
-    with weights_frozen(model):
+    # Scoring needs autograd even when the caller searches inside torch.no_grad().
+    with weights_frozen(model), torch.enable_grad():
         for index, batch in enumerate(progress(batches, total=max_batches, desc="gradnas scoring")):
             loss = loss_func(model, batch)
             _check_loss(loss, index)

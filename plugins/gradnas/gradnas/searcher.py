@@ -32,10 +32,15 @@ class GradientBinarySearcher(BinarySearcher):
     #: Filled from every plugin's ``nasframe_gradient_setups`` hook.
     SETUP_GRADIENT_FUNC: ClassVar[GradientSetupRegistry] = GradientSetupRegistry()
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.num_batches = 0  # calibration batches the last scoring used
-        self.stopped_early = False
+    @property
+    def num_batches(self) -> int:
+        """Calibration batches the last scoring used (also after resuming a checkpoint)."""
+        return self.importance_info.get("num_batches", 0)
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether the last scoring stopped early because the scores had converged."""
+        return self.importance_info.get("stopped_early", False)
 
     @property
     def default_search_config(self) -> dict[str, Any]:
@@ -69,9 +74,21 @@ class GradientBinarySearcher(BinarySearcher):
                 raise UserInputError(f"gradnas needs {key} in the search config: {example}.")
         if not callable(config["loss_func"]):
             raise UserInputError("loss_func must be callable as loss_func(model, batch).")
-        if int(config["max_iter_data_loader"]) < 1:
+        for key, lowest in (
+            ("max_iter_data_loader", 1),
+            ("convergence_patience", 1),
+            ("convergence_min_batches", 1),
+        ):
+            value = config[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise UserInputError(f"{key} must be a whole number >= {lowest}, got {value!r}.")
+        tol = config["convergence_tol"]
+        if tol is not None and (
+            isinstance(tol, bool) or not isinstance(tol, int | float) or not tol > 0
+        ):
             raise UserInputError(
-                f"max_iter_data_loader must be >= 1, got {config['max_iter_data_loader']}."
+                f"convergence_tol must be a positive number (or None to never stop early), "
+                f"got {tol!r}."
             )
         return config
 
@@ -146,11 +163,11 @@ class GradientBinarySearcher(BinarySearcher):
                 managers,
                 self.config["data_loader"],
                 self.config["loss_func"],
-                int(self.config["max_iter_data_loader"]),
+                self.config["max_iter_data_loader"],
                 Convergence(
                     self.config["convergence_tol"],
-                    int(self.config["convergence_patience"]),
-                    int(self.config["convergence_min_batches"]),
+                    self.config["convergence_patience"],
+                    self.config["convergence_min_batches"],
                 ),
                 progress=self.progress,
             )
@@ -158,7 +175,10 @@ class GradientBinarySearcher(BinarySearcher):
             for handle in handles:
                 handle.remove()
             model.train(was_training)
-        self.num_batches, self.stopped_early = report.num_batches, report.stopped_early
+        self.importance_info = {
+            "num_batches": report.num_batches,
+            "stopped_early": report.stopped_early,
+        }
         scores = {name: torch.zeros(self.space.hparams[name].max) for name in names}
         for manager in managers:
             scores[wanted[id(manager.hparam)]] += manager.score.detach().float().cpu()

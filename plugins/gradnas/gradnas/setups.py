@@ -29,11 +29,14 @@ def setup_linear_input(module: DynamicLinear) -> SetupResult:
     manager = GradientDataManager(hparam.max, module)
     manager.hparam = hparam
 
-    def gate_input(_: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
-        x = args[0]
-        return (x * manager.mask.to(x.dtype), *args[1:])
+    def gate_input(_: Any, args: tuple[Any, ...], kwargs: dict[str, Any]):
+        if args:
+            x = args[0]
+            return (x * manager.mask.to(x.dtype), *args[1:]), kwargs
+        x = kwargs["input"]  # called as linear(input=x)
+        return args, {**kwargs, "input": x * manager.mask.to(x.dtype)}
 
-    return manager, module.register_forward_pre_hook(gate_input)
+    return manager, module.register_forward_pre_hook(gate_input, with_kwargs=True)
 
 
 def setup_attention_heads(module: DynamicMultiheadAttention) -> SetupResult:
