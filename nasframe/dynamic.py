@@ -91,6 +91,18 @@ class DynamicModule(nn.Module):
         """A plain module with the active sizes and the kept weights (copied)."""
         raise NotImplementedError
 
+    @classmethod
+    def _adopt(cls, module: nn.Module, attributes: tuple[str, ...]) -> DynamicModule:
+        """A new instance holding ``module``'s attributes (the same Parameter objects), at
+        full size; for subclasses of the plain type, whose ``__init__`` would allocate."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for attr in attributes:
+            setattr(new, attr, getattr(module, attr))
+        new.train(module.training)
+        new._init_slots()
+        return new
+
     def slot_size(self, slot: str) -> int:
         """The full number of units of ``slot``, read from the parameter shapes."""
         first = self.SLOTS[slot][0]
@@ -157,13 +169,7 @@ class DynamicLinear(nn.Linear, DynamicModule):
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicLinear:
         assert isinstance(module, nn.Linear)
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.in_features, new.out_features = module.in_features, module.out_features
-        new.weight, new.bias = module.weight, module.bias
-        new.train(module.training)
-        new._init_slots()
-        return new
+        return cls._adopt(module, ("in_features", "out_features", "weight", "bias"))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(input, self.sliced("weight"), self.sliced("bias"))
@@ -194,22 +200,19 @@ class DynamicEmbedding(nn.Embedding, DynamicModule):
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicEmbedding:
         assert isinstance(module, nn.Embedding)
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for attr in (
-            "num_embeddings",
-            "embedding_dim",
-            "padding_idx",
-            "max_norm",
-            "norm_type",
-            "scale_grad_by_freq",
-            "sparse",
-            "weight",
-        ):
-            setattr(new, attr, getattr(module, attr))
-        new.train(module.training)
-        new._init_slots()
-        return new
+        return cls._adopt(
+            module,
+            (
+                "num_embeddings",
+                "embedding_dim",
+                "padding_idx",
+                "max_norm",
+                "norm_type",
+                "scale_grad_by_freq",
+                "sparse",
+                "weight",
+            ),
+        )
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return nn.functional.embedding(
@@ -254,13 +257,9 @@ class DynamicLayerNorm(nn.LayerNorm, DynamicModule):
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicLayerNorm:
         assert isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for attr in ("normalized_shape", "eps", "elementwise_affine", "weight", "bias"):
-            setattr(new, attr, getattr(module, attr))
-        new.train(module.training)
-        new._init_slots()
-        return new
+        return cls._adopt(
+            module, ("normalized_shape", "eps", "elementwise_affine", "weight", "bias")
+        )
 
     def slot_size(self, slot: str) -> int:
         return self.normalized_shape[0]
@@ -303,13 +302,7 @@ class DynamicRMSNorm(nn.RMSNorm, DynamicModule):
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicRMSNorm:
         assert isinstance(module, nn.RMSNorm) and len(module.normalized_shape) == 1
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for attr in ("normalized_shape", "eps", "elementwise_affine", "weight"):
-            setattr(new, attr, getattr(module, attr))
-        new.train(module.training)
-        new._init_slots()
-        return new
+        return cls._adopt(module, ("normalized_shape", "eps", "elementwise_affine", "weight"))
 
     def slot_size(self, slot: str) -> int:
         return self.normalized_shape[0]

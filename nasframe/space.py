@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasframe.dynamic import DynamicModule, index_dim, unit_to_element_index
+from nasframe.dynamic import DynamicModule, SlotDim, index_dim, unit_to_element_index
 from nasframe.errors import UserInputError
 from nasframe.hparam import ChoiceRule, Hparam
 from nasframe.plugins import passthrough_module_types, registry
@@ -52,6 +52,20 @@ class SearchSpace:
             for slot in module.SLOTS
             if module.get_hparam(slot) is hparam
         ]
+
+    def owned_parameter_dims(self, hparam: Hparam) -> list[tuple[torch.Tensor, SlotDim]]:
+        """Every distinct parameter dimension ``hparam``'s units index.
+
+        A parameter shared by several modules (tied embeddings) appears once per dimension,
+        so sorting permutes it once and importance counts it once.
+        """
+        found: dict[tuple[int, int], tuple[torch.Tensor, SlotDim]] = {}
+        for _, module, slot in self.slots_of(hparam):
+            for slot_dim in module.SLOTS[slot]:
+                param = module.param_tensor(slot_dim.param)
+                if param is not None:
+                    found.setdefault((id(param), slot_dim.dim), (param, slot_dim))
+        return list(found.values())
 
     def config(self) -> Config:
         return {name: hp.active for name, hp in self.hparams.items()}
@@ -97,17 +111,12 @@ class SearchSpace:
             order = hparam.order
             if torch.equal(order, torch.arange(hparam.max)):
                 continue
-            done: set[tuple[int, int]] = set()
+            for param, slot_dim in self.owned_parameter_dims(hparam):
+                index = unit_to_element_index(
+                    order, hparam.max, slot_dim.unit_size, slot_dim.groups
+                )
+                param.copy_(index_dim(param, slot_dim.dim, torch.as_tensor(index)))
             for _, module, slot in self.slots_of(hparam):
-                for slot_dim in module.SLOTS[slot]:
-                    param = module.param_tensor(slot_dim.param)
-                    if param is None or (id(param), slot_dim.dim) in done:
-                        continue
-                    done.add((id(param), slot_dim.dim))
-                    index = unit_to_element_index(
-                        order, hparam.max, slot_dim.unit_size, slot_dim.groups
-                    )
-                    param.copy_(index_dim(param, slot_dim.dim, torch.as_tensor(index)))
                 module.on_units_sorted(slot, order)
             hparam.importance = hparam.importance[order]
             hparam.unit_ids = hparam.unit_ids[order]

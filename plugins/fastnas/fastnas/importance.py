@@ -17,18 +17,12 @@ def l1_importance(space: SearchSpace, hparam: Hparam) -> torch.Tensor:
     parameters counted once).
     """
     scores = torch.zeros(hparam.max, dtype=torch.float64)
-    seen: set[tuple[int, int]] = set()
-    for _, module, slot in space.slots_of(hparam):
-        for slot_dim in module.SLOTS[slot]:
-            param = module.param_tensor(slot_dim.param)
-            if param is None or (id(param), slot_dim.dim) in seen:
-                continue
-            seen.add((id(param), slot_dim.dim))
-            per_element = param.detach().abs().double()
-            other_dims = [d for d in range(param.dim()) if d != slot_dim.dim]
-            if other_dims:
-                per_element = per_element.sum(dim=other_dims)
-            # The dimension is laid out as (groups, units, unit_size); see SlotDim.
-            per_unit = per_element.reshape(slot_dim.groups, hparam.max, slot_dim.unit_size)
-            scores += per_unit.sum(dim=(0, 2)).cpu()
+    for param, slot_dim in space.owned_parameter_dims(hparam):
+        per_element = param.detach().abs().double()
+        other_dims = [d for d in range(param.dim()) if d != slot_dim.dim]
+        if other_dims:
+            per_element = per_element.sum(dim=other_dims)
+        # The dimension is laid out as (groups, units, unit_size); see SlotDim.
+        per_unit = per_element.reshape(slot_dim.groups, hparam.max, slot_dim.unit_size)
+        scores += per_unit.sum(dim=(0, 2)).cpu()
     return scores.float()
