@@ -1,19 +1,24 @@
 """``nasframe``: search, list algorithms and models.
 
 Bad input (an unknown algorithm, a malformed constraint, a missing file) is one line on
-stderr naming the problem and the fix, and exit code 2 — never a traceback.
+stderr naming the problem and the fix, and exit code 2 — never a traceback. Ctrl-C (130) and
+SIGTERM (143) stop the search cleanly: the last checkpoint written stays, and rerunning the
+same command resumes from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from nasframe.errors import UserInputError
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,24 +101,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler ending the job, ``kill``) arrived: stop like Ctrl-C does."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_stops_cleanly() -> Iterator[None]:
+    """Turn SIGTERM into an exception, so the search stops between atomic writes and the
+    last checkpoint stays usable (the default action would kill the process mid-step)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: leave signals to the caller
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "algos":
-            return _list_algorithms()
-        if args.command == "models":
-            return _list_models()
-        return _search(args)
+        with _sigterm_stops_cleanly():
+            if args.command == "algos":
+                return _list_algorithms()
+            if args.command == "models":
+                return _list_models()
+            return _search(args)
     except UserInputError as error:
         print(f"nasframe: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:
         if getattr(args, "no_checkpoint", True):
             advice = "nothing was saved; rerun the command to start again."
         else:
             advice = "rerun the same command to resume from the last checkpoint written."
-        print(f"nasframe: interrupted; {advice}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        print(f"nasframe: {what}; {advice}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
 
 
 def _list_algorithms() -> int:

@@ -28,7 +28,7 @@ import torch
 import nasframe
 import nasframe.job
 from nasframe.bundle import ModelBundle, ModelEntry
-from nasframe.cli import EXIT_INTERRUPTED, EXIT_USAGE, main
+from nasframe.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, main
 from nasframe.hparam import ChoiceRule
 from nasframe.lm import ByteTokenizer, perplexity, token_batches
 from nasframe.serialization import read_metadata
@@ -408,6 +408,42 @@ def test_ctrl_c_exits_130_and_the_rerun_resumes(
         len(ChoiceRule(divisor=8).choices(summary["hparams"][name]["max"])) for name in remaining
     )
     assert summary["params"]["fraction"] <= 0.70
+
+
+def test_sigterm_exits_143_and_the_rerun_resumes(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduler's SIGTERM mid-search stops cleanly, keeping the checkpoint."""
+    import signal
+
+    out = tmp_path / "out"
+    argv = search_argv(corpus, out, "--algo", "fastnas", "--constraint", "params=70%", "--quiet")
+    real_mean_loss = nasframe.job._mean_loss
+    calls = 0
+
+    def counting(model, batches):
+        nonlocal calls
+        calls += 1
+        if calls == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_mean_loss(model, batches)
+
+    monkeypatch.setattr(nasframe.job, "_mean_loss", counting)
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    code, _, stderr = run_main(argv)
+    assert code == EXIT_TERMINATED
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("nasframe: terminated; rerun the same")
+    assert signal.getsignal(signal.SIGTERM) == previous_handler  # restored
+    names = {p.name for p in files_under(out)}
+    assert not names & OUTPUT_FILES, names
+    (checkpoint,) = files_under(out / ".checkpoints")
+    assert json.loads(checkpoint.read_text(encoding="utf-8"))["sensitivity"]
+
+    monkeypatch.setattr(nasframe.job, "_mean_loss", real_mean_loss)
+    code, _, stderr = run_main(argv)
+    assert code == 0, stderr
+    assert read_summary(out)["search"]["resumed_from_checkpoint"] is True
 
 
 # --- bad input --------------------------------------------------------------------------------
