@@ -48,3 +48,22 @@ def nasframe_gradient_setups() -> dict[type, Callable[[Any], tuple[Any, Any]]]:
 @hookspec
 def nasframe_models() -> dict[str, Any]:
     """Map model names (``--model NAME``) to ``nasframe.bundle.ModelEntry`` objects."""
+
+
+@hookspec(firstresult=True)
+def nasframe_describe_ties(model: nn.Module) -> Any:
+    """Describe ``model``'s tied dimensions without tracing it: a ``nasframe.ties.TieAnalysis``.
+
+    For model families torch.fx cannot trace (Hugging Face transformers). Return None for a
+    model the plugin does not recognise; the first non-None answer wins, and without one
+    ``convert`` traces the model.
+    """
+
+
+@hookspec
+def nasframe_architectures() -> dict[str, Callable[..., nn.Module]]:
+    """Map architecture names to builders ``build(**json_kwargs) -> untrained nn.Module``.
+
+    ``nasframe.load`` rebuilds a saved model's unpruned architecture from the name and JSON
+    keyword arguments in its ``nasframe.json`` (model names of ``nasframe_models`` work too).
+    """

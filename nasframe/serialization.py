@@ -76,7 +76,6 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     ``model`` is an unpruned instance of the architecture; it may be omitted when the model
     was saved under a registered name (``--model NAME``), which then rebuilds it.
     """
-    from nasframe.bundle import get_model_entry
     from nasframe.export import export
     from nasframe.space import convert
 
@@ -94,7 +93,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
                 f"{directory} was saved from a custom model; pass an unpruned instance of it as "
                 "load(directory, model=...)."
             )
-        model = get_model_entry(architecture["name"]).architecture(**architecture.get("kwargs", {}))
+        model = build_architecture(architecture["name"], architecture.get("kwargs", {}))
     space = convert(model)
     space.select(metadata["config"])
     pruned = export(space, inplace=True)
@@ -121,3 +120,14 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def build_architecture(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """An untrained model of a registered architecture (or a named model's architecture)."""
+    from nasframe.bundle import get_model_entry
+    from nasframe.plugins import registry
+
+    builders = registry("nasframe_architectures")
+    if name in builders:
+        return builders[name](**kwargs)
+    return get_model_entry(name).architecture(**kwargs)

@@ -20,7 +20,7 @@ from torch import nn
 from nasframe.dynamic import DynamicModule, SlotDim, index_dim, unit_to_element_index
 from nasframe.errors import UserInputError
 from nasframe.hparam import ChoiceRule, Hparam
-from nasframe.plugins import passthrough_module_types, registry
+from nasframe.plugins import get_plugin_manager, passthrough_module_types, registry
 from nasframe.ties import analyse_ties, dynamic_class_for
 
 Config = dict[str, int]
@@ -172,7 +172,9 @@ def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
     ):
         raise UserInputError("this model is already converted; convert the original model once.")
     dynamic_types = registry("nasframe_dynamic_modules")
-    analysis = analyse_ties(model, dynamic_types, passthrough_module_types())
+    analysis = get_plugin_manager().hook.nasframe_describe_ties(model=model)
+    if analysis is None:
+        analysis = analyse_ties(model, dynamic_types, passthrough_module_types())
     modules = dict(model.named_modules())
 
     converted: dict[str, DynamicModule] = {}
@@ -182,12 +184,17 @@ def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
 
     view = {name: converted.get(name, module) for name, module in modules.items()}
     hparams: dict[str, Hparam] = {}
-    for group in sorted(analysis.groups, key=lambda g: analysis.used_modules.index(g[0][0])):
+    names = analysis.group_names or [_group_name(group, view) for group in analysis.groups]
+    order = sorted(
+        range(len(analysis.groups)),
+        key=lambda i: analysis.used_modules.index(analysis.groups[i][0][0]),
+    )
+    for index in order:
+        group, name = analysis.groups[index], names[index]
         sizes = {converted[m].slot_size(s) for m, s in group}
         if len(sizes) != 1:
             continue  # inconsistent sizes (broadcasting): leave the group at full size
         size = sizes.pop()
-        name = _group_name(group, view)
         hparam = Hparam(size, _rule_for(name, rules).choices(size), name=name)
         hparams[name] = hparam
         for module_name, slot in group:

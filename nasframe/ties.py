@@ -91,6 +91,9 @@ class TieAnalysis:
     frozen_slots: list[SlotRef]
     used_modules: list[str]
     unsupported: dict[str, str] = field(default_factory=dict)  # module name -> type name
+    # Optional hparam name per group (same order); a family plugin names its dimensions
+    # ("model.layers.0.mlp.intermediate_size"), traced groups are named after their producer.
+    group_names: list[str] = field(default_factory=list)
 
 
 class _UnionFind:

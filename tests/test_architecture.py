@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nasframe
 
-PLUGINS = ("gradnas", "fastnas")
+PLUGINS = ("gradnas", "fastnas", "nasframe_transformers")
 CORE = Path(nasframe.__file__).resolve().parent
 ROOT = CORE.parent
 
@@ -73,7 +73,8 @@ for name in names:
 assert "nasframe.plugins" in names and "nasframe.space" in names, names
 import nasframe.plugins
 assert nasframe.plugins.get_plugin_manager.cache_info().currsize == 0, "manager was built"
-print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in ("gradnas", "fastnas"))))
+plugins = ("gradnas", "fastnas", "nasframe_transformers")
+print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in plugins)))
 """
 
 
@@ -103,3 +104,31 @@ def test_the_plugin_manager_finds_the_algorithms_through_entry_points() -> None:
     assert {"gradnas", "fastnas"} <= set(algorithm_names())
     assert get_algorithm("fastnas").__module__.startswith("fastnas.")
     assert get_algorithm("gradnas").__module__.startswith("gradnas.")
+
+
+WITHOUT_TRANSFORMERS = """
+import sys
+
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "transformers":
+            raise ImportError("transformers is blocked in this test")
+
+sys.meta_path.insert(0, Block())
+from nasframe.plugins import algorithm_names, get_plugin_manager
+get_plugin_manager()
+print(",".join(algorithm_names()))
+"""
+
+
+def test_nasframe_works_where_transformers_is_not_installed() -> None:
+    """The transformers plugin is always installed but imports transformers only when used."""
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TRANSFORMERS],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "fastnas,gradnas"
