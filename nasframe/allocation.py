@@ -10,6 +10,7 @@ it is exact and independent of the scores' scale (1e-12 or 1e12 search the same)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 Sensitivity = Mapping[str, Mapping[int, float]]
@@ -25,7 +26,9 @@ def monotone_degradation(per_choice: Mapping[int, float]) -> dict[int, float]:
     worst = 0.0
     for index, choice in enumerate(sorted(per_choice, reverse=True)):
         if index > 0:
-            worst = max(worst, per_choice[choice])
+            value = per_choice[choice]
+            # A NaN score (the pruned model diverged) is the worst degradation, never none.
+            worst = math.inf if math.isnan(value) else max(worst, value)
         result[choice] = worst
     return result
 
@@ -50,9 +53,9 @@ def threshold_allocation(
     (0 at full size). Raises ValueError if even the largest threshold exceeds the limit.
     """
     monotone = {name: monotone_degradation(per_choice) for name, per_choice in sensitivity.items()}
-    thresholds = sorted(
-        {0.0} | {d for per_choice in monotone.values() for d in per_choice.values()}
-    )
+    degradations = {d for per_choice in monotone.values() for d in per_choice.values()}
+    # Sizes whose score was not finite are never chosen: no threshold reaches them.
+    thresholds = sorted({0.0} | {d for d in degradations if math.isfinite(d)})
     if cost(config_at_threshold(monotone, thresholds[-1])) > limit:
         raise ValueError("the constraint cannot be met even at the largest threshold")
     low, high = 0, len(thresholds) - 1  # invariant: thresholds[high] meets the limit

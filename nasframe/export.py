@@ -19,10 +19,14 @@ def export(space: SearchSpace, inplace: bool = False) -> nn.Module:
     """A plain model of the active config; the space's model is untouched unless ``inplace``."""
     model = space.model if inplace else copy.deepcopy(space.model)
     exported_of: dict[int, nn.Parameter] = {}  # id of a dynamic parameter -> its export
-    for name, module in list(model.named_modules()):
+    plain_of: dict[int, nn.Module] = {}  # a module shared under several names stays shared
+    for name, module in list(model.named_modules(remove_duplicate=False)):
         if not isinstance(module, DynamicModule):
             continue
-        plain = module.export()
+        if id(module) in plain_of:
+            _replace(model, name, plain_of[id(module)])
+            continue
+        plain = plain_of[id(module)] = module.export()
         plain.train(module.training)
         for param_name, param in module.named_parameters(recurse=True):
             exported = plain.get_parameter(param_name) if _has(plain, param_name) else None
@@ -33,10 +37,14 @@ def export(space: SearchSpace, inplace: bool = False) -> nn.Module:
                 _set_parameter(plain, param_name, twin)  # keep weight tying
             else:
                 exported_of[id(param)] = exported
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, plain)
+        _replace(model, name, plain)
     return model
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
 
 
 def _has(module: nn.Module, param_name: str) -> bool:

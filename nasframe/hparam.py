@@ -29,6 +29,19 @@ class ChoiceRule:
     min_size: int = 1
 
     def __post_init__(self) -> None:
+        for field_name in ("divisor", "min_size"):
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UserInputError(f"{field_name} must be a whole number, got {value!r}.")
+        ratios = self.ratios
+        if ratios is not None and (
+            isinstance(ratios, str | bytes)
+            or not hasattr(ratios, "__iter__")
+            or not all(isinstance(r, int | float) and not isinstance(r, bool) for r in ratios)
+        ):
+            raise UserInputError(
+                f"ratios must be a list of numbers in (0, 1], got {ratios!r}; e.g. [0.5, 1.0]."
+            )
         if self.divisor < 1:
             raise UserInputError(
                 f"divisor must be >= 1, got {self.divisor}; use 1 to allow every size."

@@ -10,6 +10,7 @@ constraint is met. fastnas and gradnas are subclasses that differ only in how th
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
@@ -173,6 +174,11 @@ class BinarySearcher(BaseSearcher):
             with torch.no_grad():
                 hparam.active = hparam.max
                 full = float(self.score_func(model))
+                if not math.isfinite(full):
+                    raise UserInputError(
+                        f"score_func returned {full} for the full model; it must return a "
+                        "finite number (higher is better): check the model and its data."
+                    )
                 degradation = {hparam.max: 0.0}
                 for choice in self.progress(hparam.choices[:-1], desc=f"sensitivity {name}"):
                     hparam.active = choice
@@ -237,7 +243,13 @@ class BinarySearcher(BaseSearcher):
                 f"({100 * smallest / original:.1f}% of the original), above the limit "
                 f"{limit:,.0f}; relax the constraint to at least that."
             )
-        return threshold_allocation(sensitivity, cost, limit)
+        try:
+            return threshold_allocation(sensitivity, cost, limit)
+        except ValueError:
+            raise InfeasibleConstraintError(
+                f"only sizes whose score was not finite (NaN or Inf) would meet the limit "
+                f"{limit:,.0f} {kind}; relax the constraint or check score_func."
+            ) from None
 
 
 def _in_original_order(scores: torch.Tensor, unit_ids: torch.Tensor) -> torch.Tensor:

@@ -140,8 +140,35 @@ def _parse_rule(pattern: str, rule: Mapping[str, Any]) -> ChoiceRule:
         )
     values = dict(rule)
     if values.get("ratios") is not None:
+        if not isinstance(values["ratios"], list | tuple):
+            raise UserInputError(
+                f"ratios in the rule for {pattern!r} must be a list of numbers in (0, 1], got "
+                f"{values['ratios']!r}; e.g. [0.5, 1.0]."
+            )
         values["ratios"] = tuple(values["ratios"])
     return ChoiceRule(**values)
+
+
+def _groups_sharing_parameters(
+    groups: list[list[tuple[str, str]]],
+    frozen_slots: list[tuple[str, str]],
+    converted: Mapping[str, DynamicModule],
+) -> set[int]:
+    """Groups that index a parameter dimension another group (or a frozen slot) also indexes.
+
+    A weight tied between modules the graph does not connect (an input embedding shared with
+    a head that reads another stream) would otherwise be sliced and sorted by two hparams.
+    """
+    owners: dict[tuple[int, int], set[int]] = {}
+    labelled = [(index, ref) for index, group in enumerate(groups) for ref in group]
+    labelled += [(-1, ref) for ref in frozen_slots if ref[0] in converted]
+    for index, (module_name, slot) in labelled:
+        module = converted[module_name]
+        for slot_dim in module.SLOTS[slot]:
+            param = module.param_tensor(slot_dim.param)
+            if param is not None:
+                owners.setdefault((id(param), slot_dim.dim), set()).add(index)
+    return {i for found in owners.values() if len(found) > 1 for i in found if i >= 0}
 
 
 def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -189,19 +216,23 @@ def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
         range(len(analysis.groups)),
         key=lambda i: analysis.used_modules.index(analysis.groups[i][0][0]),
     )
+    entangled = _groups_sharing_parameters(analysis.groups, analysis.frozen_slots, converted)
     for index in order:
         group, name = analysis.groups[index], names[index]
         sizes = {converted[m].slot_size(s) for m, s in group}
-        if len(sizes) != 1:
-            continue  # inconsistent sizes (broadcasting): leave the group at full size
+        if len(sizes) != 1 or index in entangled:
+            continue  # inconsistent sizes, or a weight shared across dims: keep full size
         size = sizes.pop()
         hparam = Hparam(size, _rule_for(name, rules).choices(size), name=name)
         hparams[name] = hparam
         for module_name, slot in group:
             converted[module_name].set_hparam(slot, hparam)
 
-    for name, module in converted.items():  # the root is never a call_module node
-        _replace_module(model, name, module)
+    # fx names a module once; a module reachable under several names is replaced under all.
+    dynamic_of = {id(modules[name]): module for name, module in converted.items()}
+    for name, module in list(model.named_modules(remove_duplicate=False)):
+        if name and id(module) in dynamic_of:
+            _replace_module(model, name, dynamic_of[id(module)])
     if analysis.unsupported:
         listed = ", ".join(f"{n} ({t})" for n, t in analysis.unsupported.items())
         warnings.warn(

@@ -160,7 +160,10 @@ def dynamic_class_for(module: nn.Module, dynamic_types: Mapping[type, type]) -> 
     for cls in type(module).__mro__:
         if cls in dynamic_types:
             dynamic = dynamic_types[cls]
-            return dynamic if dynamic.supports(module) else None
+            # A subclass with its own forward computes something the dynamic version would
+            # not (a LoRA or casting Linear): it stays a plain module at full size.
+            same_forward = type(module).forward is cls.forward
+            return dynamic if same_forward and dynamic.supports(module) else None
     return None
 
 
@@ -224,8 +227,8 @@ def analyse_ties(
                 for arg_name, slot in cls.TRACE_INPUTS:
                     sym = single(arguments.get(arg_name))
                     mapped.add(arg_name)
-                    if sym is not None and slot is not None:
-                        attach((node.target, slot), sym)
+                    if slot is not None:  # an input nasframe cannot follow freezes its slot
+                        attach((node.target, slot), sym if sym is not None else uf.new(True))
                 freeze_all([v for k, v in arguments.items() if k not in mapped])
                 outputs = cls.TRACE_OUTPUT
                 if isinstance(outputs, tuple):
