@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nasframe.dynamic import DynamicModule, SlotDim
+from nasframe.dynamic import DynamicModule, SlotDim, index_dim, unit_to_element_index
 
 
 def multihead_attention(
@@ -43,6 +43,12 @@ def multihead_attention(
     A 3-D ``attn_mask`` made for ``full_num_heads`` heads is restricted to ``kept_heads``.
     """
     in_weight, in_bias, out_weight, out_bias = weights
+    unbatched = query.dim() == 2  # (target, embed), as nn.MultiheadAttention accepts
+    if unbatched:
+        batch_dim = 0 if module.batch_first else 1
+        query, key, value = (t.unsqueeze(batch_dim) for t in (query, key, value))
+        if key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
     if not module.batch_first:
         query, key, value = (t.transpose(0, 1) for t in (query, key, value))
     batch, target_len, _ = query.shape
@@ -84,6 +90,9 @@ def multihead_attention(
         output = output.transpose(0, 1)
     if probabilities is not None and average_attn_weights:
         probabilities = probabilities.mean(dim=1)
+    if unbatched:
+        output = output.squeeze(batch_dim)
+        probabilities = None if probabilities is None else probabilities.squeeze(0)
     return output, probabilities
 
 
@@ -262,10 +271,25 @@ class DynamicMultiheadAttention(DynamicModule):
             kept_heads=kept,
         )
 
+    def _original_head_order(self) -> torch.Tensor:
+        """Permutation putting the kept heads (as ``sliced`` returns them) in their original
+        order, so the export needs no ``head_order`` and per-head masks keep their meaning."""
+        heads = self.get_hparam("num_heads")
+        positions = self.head_order
+        if heads is not None and heads.active < heads.max:
+            positions = positions[heads.active_slice]
+        return torch.argsort(positions.cpu())
+
     def export(self) -> nn.Module:
-        in_weight, in_bias = self.sliced("in_proj_weight"), self.sliced("in_proj_bias")
-        out_weight, out_bias = self.sliced("out_proj.weight"), self.sliced("out_proj.bias")
         heads, embed = self.active_size("num_heads"), self.active_size("embed_dim")
+        order = self._original_head_order()
+        packed = unit_to_element_index(order, heads, self.head_dim, 3)
+        per_head = unit_to_element_index(order, heads, self.head_dim, 1)
+        in_weight = index_dim(self.sliced("in_proj_weight"), 0, packed)
+        in_bias = self.sliced("in_proj_bias")
+        in_bias = None if in_bias is None else index_dim(in_bias, 0, packed)
+        out_weight = index_dim(self.sliced("out_proj.weight"), 1, per_head)
+        out_bias = self.sliced("out_proj.bias")
         bias = in_bias is not None
         if heads * self.head_dim == embed and (out_bias is not None) == bias:
             plain = nn.MultiheadAttention(

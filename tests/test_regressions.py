@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import nasframe
+import nasframe.attention
 from nasframe import UserInputError, convert, export
 from nasframe.allocation import monotone_degradation, threshold_allocation
 from nasframe.constraints import CostModel
@@ -153,3 +154,52 @@ def test_wrongly_typed_rule_values_name_the_problem(rule: dict, words: str) -> N
     model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 4))
     with pytest.raises(UserInputError, match=words):
         convert(model, {"*": rule})
+
+
+class _AttentionLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.attn = nn.MultiheadAttention(16, 4, batch_first=True)
+        self.head = nn.Linear(16, 50)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.emb(ids)
+        return self.head(x + self.attn(x, x, x, attn_mask=mask, need_weights=False)[0])
+
+
+def test_exported_heads_keep_their_original_order_for_per_head_masks() -> None:
+    torch.manual_seed(0)
+    model = _AttentionLM().eval()
+    reference = copy.deepcopy(model)
+    space = convert(model)
+    space.hparams["attn.num_heads"].importance = torch.tensor([0.1, 3.0, 2.0, 1.0])
+    space.sort_parameters()
+    ids = torch.randint(0, 50, (2, 5))
+    mask = torch.zeros(2 * 4, 5, 5)  # (batch * heads, target, source), original head order
+    mask[0, :, 3] = float("-inf")
+    mask[1:4, :, 2] = float("-inf")
+    with torch.no_grad():
+        expected = reference(ids, mask)
+        torch.testing.assert_close(export(space).eval()(ids, mask), expected, atol=1e-5, rtol=0)
+        space.select({"attn.num_heads": 3})  # keeps original heads 1, 2, 3, in that order
+        kept_mask = mask.view(2, 4, 5, 5)[:, [1, 2, 3]].reshape(6, 5, 5)
+        torch.testing.assert_close(
+            export(space).eval()(ids, kept_mask), model(ids, mask), atol=1e-5, rtol=0
+        )
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_dynamic_attention_accepts_unbatched_input(batch_first: bool, need_weights: bool) -> None:
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+    dynamic = nasframe.attention.DynamicMultiheadAttention.convert(copy.deepcopy(attention))
+    x = torch.randn(5, 16)
+    padding = torch.tensor([False, False, False, True, False])
+    with torch.no_grad():
+        expected = attention(x, x, x, key_padding_mask=padding, need_weights=need_weights)
+        got = dynamic(x, x, x, key_padding_mask=padding, need_weights=need_weights)
+    torch.testing.assert_close(got[0], expected[0], atol=1e-6, rtol=0)
+    if need_weights:
+        torch.testing.assert_close(got[1], expected[1], atol=1e-6, rtol=0)
