@@ -12,7 +12,7 @@ import copy
 from torch import nn
 
 from nasframe.dynamic import DynamicModule
-from nasframe.space import SearchSpace
+from nasframe.space import SearchSpace, replace_module
 
 
 def export(space: SearchSpace, inplace: bool = False) -> nn.Module:
@@ -24,7 +24,7 @@ def export(space: SearchSpace, inplace: bool = False) -> nn.Module:
         if not isinstance(module, DynamicModule):
             continue
         if id(module) in plain_of:
-            _replace(model, name, plain_of[id(module)])
+            replace_module(model, name, plain_of[id(module)])
             continue
         plain = plain_of[id(module)] = module.export()
         plain.train(module.training)
@@ -37,14 +37,8 @@ def export(space: SearchSpace, inplace: bool = False) -> nn.Module:
                 _set_parameter(plain, param_name, twin)  # keep weight tying
             else:
                 exported_of[id(param)] = exported
-        _replace(model, name, plain)
+        replace_module(model, name, plain)
     return model
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, new)
 
 
 def _has(module: nn.Module, param_name: str) -> bool:

@@ -171,7 +171,8 @@ def _groups_sharing_parameters(
     return {i for found in owners.values() if len(found) > 1 for i in found if i >= 0}
 
 
-def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` at dotted path ``name`` inside ``model``."""
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attr, new)
@@ -232,7 +233,7 @@ def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
     dynamic_of = {id(modules[name]): module for name, module in converted.items()}
     for name, module in list(model.named_modules(remove_duplicate=False)):
         if name and id(module) in dynamic_of:
-            _replace_module(model, name, dynamic_of[id(module)])
+            replace_module(model, name, dynamic_of[id(module)])
     if analysis.unsupported:
         listed = ", ".join(f"{n} ({t})" for n, t in analysis.unsupported.items())
         warnings.warn(
