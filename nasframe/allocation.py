@@ -11,6 +11,7 @@ it is exact and independent of the scores' scale (1e-12 or 1e12 search the same)
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 
 Sensitivity = Mapping[str, Mapping[int, float]]
@@ -66,3 +67,38 @@ def threshold_allocation(
         else:
             low = middle + 1
     return config_at_threshold(monotone, thresholds[high])
+
+
+_LAYER_INDEX = re.compile(r"(?<=\.)\d+(?=\.)")
+
+
+def uniform_groups(names: list[str]) -> dict[str, list[str]]:
+    """Hparams that differ only in a layer index (``model.layers.3.mlp.intermediate_size``),
+    grouped under a pattern (``model.layers.*.mlp.intermediate_size``)."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(_LAYER_INDEX.sub("*", name), []).append(name)
+    return groups
+
+
+def uniform_allocation(
+    sensitivity: Sensitivity,
+    cost: Callable[[Mapping[str, int]], float],
+    limit: float,
+) -> dict[str, int]:
+    """The threshold allocation with one size per group of per-layer hparams.
+
+    A group's degradation at a size is the sum of its members' (each layer keeps its own most
+    important units); only sizes every member allows are candidates. The result has the same
+    sizes in every layer, which is what a plain transformers config can express.
+    """
+    groups = uniform_groups(list(sensitivity))
+    grouped: dict[str, dict[int, float]] = {}
+    for pattern, members in groups.items():
+        common = set.intersection(*(set(sensitivity[m]) for m in members))
+        grouped[pattern] = {c: sum(sensitivity[m][c] for m in members) for c in common}
+
+    def expand(config: Mapping[str, int]) -> dict[str, int]:
+        return {m: size for pattern, size in config.items() for m in groups[pattern]}
+
+    return expand(threshold_allocation(grouped, lambda c: cost(expand(c)), limit))

@@ -1,43 +1,69 @@
 """What the CLI needs to know about a model: how to build it, load it and tokenize for it.
 
 Plugins register :class:`ModelEntry` objects by name through the ``nasframe_models`` hook
-(``--model NAME``). ``architecture`` rebuilds the unpruned model from JSON-able keyword
-arguments, which is how a pruned model is loaded again without unpickling anything.
+(``--model NAME``), and turn other specs (a model directory, a weights file) into entries
+through the ``nasframe_resolve_model`` hook. ``architecture`` rebuilds the unpruned model from
+JSON-able keyword arguments, which is how a pruned model is loaded again without unpickling
+anything.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from nasframe.errors import UserInputError
 
+GGUF_SUFFIX = ".gguf"
+HF_CONFIG_FILE = "config.json"
+
 
 @dataclass
 class ModelBundle:
-    """A ready model with its tokenizer and the recipe that rebuilds its architecture."""
+    """A ready model with its tokenizer and the recipe that rebuilds its architecture.
+
+    ``save_plain(exported_model, directory)``, when a model family offers it, writes the pruned
+    model in the family's own standard format (a transformers model directory), so it loads
+    without nasframe; it raises :class:`UserInputError` when the pruned shape cannot be
+    expressed in that format.
+    """
 
     model: nn.Module
     encode: Callable[[str], list[int]]
     name: str
     architecture: dict[str, Any] = field(default_factory=dict)  # {"name": ..., "kwargs": {...}}
+    save_plain: Callable[[nn.Module, Path], Path] | None = None
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A named model a plugin offers.
+    """A model a plugin offers, by name or by a spec it resolved (a path).
 
     ``load(progress=True)`` returns a :class:`ModelBundle` with trained weights (showing
-    progress bars only when ``progress``); ``architecture(**kwargs)`` builds an untrained model
-    of the same shape from the bundle's JSON-able ``architecture["kwargs"]``.
+    progress bars only when ``progress``); a loader that can run code shipped with a model may
+    also take ``trust_remote_code``. ``architecture(**kwargs)`` builds an untrained model of the
+    same shape from the bundle's JSON-able ``architecture["kwargs"]``.
     """
 
     description: str
     load: Callable[..., ModelBundle]
     architecture: Callable[..., nn.Module]
+
+    def load_bundle(self, progress: bool = True, trust_remote_code: bool = False) -> ModelBundle:
+        """Call ``load``, passing ``trust_remote_code`` only to loaders that accept it.
+
+        Loaders written before the flag existed keep working; they run no model-supplied code,
+        so permission to run it changes nothing for them.
+        """
+        if trust_remote_code and _accepts(self.load, "trust_remote_code"):
+            return self.load(progress=progress, trust_remote_code=True)
+        return self.load(progress=progress)
 
 
 def model_entries() -> dict[str, ModelEntry]:
@@ -47,9 +73,66 @@ def model_entries() -> dict[str, ModelEntry]:
 
 
 def get_model_entry(name: str) -> ModelEntry:
+    """The entry for ``--model name``: a registered name first, then a plugin's resolution."""
     entries = model_entries()
-    if name not in entries:
-        raise UserInputError(
-            f"unknown model {name!r}; choose one of: {', '.join(sorted(entries)) or 'none'}."
+    if name in entries:
+        return entries[name]
+    from nasframe.plugins import get_plugin_manager
+
+    entry = get_plugin_manager().hook.nasframe_resolve_model(spec=name)
+    if entry is not None:
+        return entry
+    raise _unresolved(name, sorted(entries))
+
+
+def _unresolved(spec: str, names: list[str]) -> UserInputError:
+    """The one-sentence error for a spec that is neither a name nor a loadable path."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / HF_CONFIG_FILE).is_file():
+            return UserInputError(
+                f"--model {spec} is a directory without {HF_CONFIG_FILE}; give a model "
+                f"directory saved with save_pretrained or a {GGUF_SUFFIX} file."
+            )
+        return _no_plugin(spec)
+    if path.is_file():
+        if path.suffix.lower() != GGUF_SUFFIX:
+            return UserInputError(
+                f"--model {spec} is not a {GGUF_SUFFIX} file; give a {GGUF_SUFFIX} file, a "
+                "model directory or a model name from `nasframe models`."
+            )
+        return _no_plugin(spec)
+    if _looks_like_path(spec):
+        return UserInputError(
+            f"--model {spec}: no such file or directory; give a model name from `nasframe "
+            f"models`, a model directory or a {GGUF_SUFFIX} file."
         )
-    return entries[name]
+    return UserInputError(
+        f"unknown model {spec!r}; choose one of: {', '.join(names) or 'none'}, or give a model "
+        f"directory or a {GGUF_SUFFIX} file."
+    )
+
+
+def _no_plugin(spec: str) -> UserInputError:
+    return UserInputError(
+        f"no installed nasframe plugin loads --model {spec}; install the transformers support "
+        "with pip install 'nasframe[transformers]'."
+    )
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec a user meant as a path (so "no such file" is the helpful answer), not a name."""
+    separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    return (
+        any(sep in spec for sep in separators)
+        or spec.startswith(("~", "."))
+        or spec.lower().endswith(GGUF_SUFFIX)
+    )
+
+
+def _accepts(function: Callable[..., Any], keyword: str) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: do not guess
+        return False
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in parameters)

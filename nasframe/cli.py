@@ -61,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="params=75%%, flops=60%%, or an absolute amount such as params=5M",
     )
     search.add_argument(
-        "--model", default=defaults.model, help="model name (see `nasframe models`)"
+        "--model",
+        default=defaults.model,
+        help="model name (see `nasframe models`), Hugging Face model directory (with "
+        "config.json) or .gguf file",
+    )
+    search.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let a model directory run the Python code it ships (only for models you trust)",
     )
     search.add_argument(
         "--data",
@@ -75,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     checkpointing.add_argument(
         "--no-checkpoint", action="store_true", help="do not checkpoint the search"
+    )
+    search.add_argument(
+        "--uniform",
+        action="store_true",
+        help="restrict the search to configs with the same sizes in every layer, so the result "
+        "loads in plain transformers",
     )
     search.add_argument(
         "--divisor",
@@ -181,6 +195,8 @@ def _search(args: argparse.Namespace) -> int:
         score_batches=args.score_batches,
         eval_batches=args.eval_batches,
         verbose=not args.quiet,
+        uniform=args.uniform,
+        trust_remote_code=args.trust_remote_code,
     )
     log = (lambda _: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
     report = run_job(settings, log=log)
@@ -199,6 +215,9 @@ def _print_summary(summary: dict, out) -> None:
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items())
     print(f"  time        {timings}")
     print(f"  saved to    {out}")
+    plain = summary.get("exports", {}).get("transformers")
+    if plain:
+        print(f"  also as     {plain} (plain transformers)")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,31 @@ class Constraint:
         return f"{self.kind}={amount}"
 
 
+@dataclass(frozen=True)
+class _ParamEntry:
+    shape: tuple[int, ...]
+    owned: dict[int, list[Hparam]]  # dimension -> the hparams whose units index it
+    presence: list[tuple[Hparam, int]]  # (layer-like hparam, position) that must be kept
+
+
+class _KeptUnits:
+    """Which positions of layer-like hparams a config keeps (cached per size)."""
+
+    def __init__(self, sizes: Mapping[int, int]) -> None:
+        self.sizes = sizes
+        self._cache: dict[tuple[int, int], set[int]] = {}
+
+    def all_present(self, presence: list[tuple[Hparam, int]]) -> bool:
+        for hparam, position in presence:
+            size = self.sizes[id(hparam)]
+            key = (id(hparam), size)
+            if key not in self._cache:
+                self._cache[key] = hparam.kept_positions(size)
+            if position not in self._cache[key]:
+                return False
+        return True
+
+
 class CostModel:
     """Parameters and FLOPs of any config of a search space, without changing the space."""
 
@@ -102,25 +127,31 @@ class CostModel:
         self._param_entries = self._collect_param_entries()
         self._flop_model: _FlopModel | None = None
 
-    def _collect_param_entries(self) -> list[tuple[tuple[int, ...], dict[int, tuple[Hparam, int]]]]:
-        """For each distinct parameter: its shape and the hparam (and elements per unit) of
-        each dimension an hparam owns."""
-        owned: dict[int, dict[int, tuple[Hparam, int]]] = {}
+    def _collect_param_entries(self) -> list[_ParamEntry]:
+        """For each distinct parameter: its shape, the hparams that index each of its
+        dimensions, and the layer-like units it lives in."""
+        owned: dict[int, dict[int, list[Hparam]]] = {}
         for _, module in self.space.dynamic_modules():
             for slot, slot_dims in module.SLOTS.items():
                 hparam = module.get_hparam(slot)
                 for slot_dim in slot_dims:
                     param = module.param_tensor(slot_dim.param)
                     if hparam is not None and param is not None:
-                        per_unit = slot_dim.unit_size * slot_dim.groups
-                        owned.setdefault(id(param), {})[slot_dim.dim] = (hparam, per_unit)
+                        users = owned.setdefault(id(param), {}).setdefault(slot_dim.dim, [])
+                        if all(user is not hparam for user in users):
+                            users.append(hparam)
+        presence = self.space.unit_presence()
         seen: set[int] = set()
         entries = []
         for param in self.space.model.parameters():
             if id(param) in seen:
                 continue
             seen.add(id(param))
-            entries.append((tuple(param.shape), owned.get(id(param), {})))
+            entries.append(
+                _ParamEntry(
+                    tuple(param.shape), owned.get(id(param), {}), presence.get(id(param), [])
+                )
+            )
         return entries
 
     def _sizes(self, config: Mapping[str, int] | None) -> dict[int, int]:
@@ -131,14 +162,19 @@ class CostModel:
     def params(self, config: Mapping[str, int] | None = None) -> int:
         """Distinct parameters of the sub-network ``config`` (tied weights counted once)."""
         sizes = self._sizes(config)
+        kept = _KeptUnits(sizes)
         total = 0
-        for shape, owned in self._param_entries:
+        for entry in self._param_entries:
+            if not kept.all_present(entry.presence):
+                continue
             count = 1
-            for dim, length in enumerate(shape):
-                if dim in owned:
-                    hparam, per_unit = owned[dim]
-                    length = sizes[id(hparam)] * per_unit
-                count *= length
+            for dim, length in enumerate(entry.shape):
+                # Each hparam on a dimension keeps its fraction of it: rows of a GQA query
+                # projection are (KV groups kept) x (heads per group kept) x head_dim.
+                hparams = entry.owned.get(dim, ())
+                numerator = math.prod(sizes[id(hp)] for hp in hparams)
+                denominator = math.prod(hp.max for hp in hparams)
+                count *= length * numerator // denominator if denominator else 0
             total += count
         return total
 
@@ -225,11 +261,13 @@ class _FlopModel:
     def __init__(self, space: SearchSpace, dummy_input: Any) -> None:
         self.space = space
         self.dummy_input = dummy_input
+        presence = space.unit_presence()
         self.modules = [
             (name, module)
             for name, module in space.dynamic_modules()
-            if any(module.get_hparam(s) is not None for s in module.SLOTS)
+            if any(module.get_hparam(s) is not None for s in module.SLOTS) or id(module) in presence
         ]
+        self.presence = {name: presence.get(id(module), []) for name, module in self.modules}
         rng = random.Random(0)
         configs = [space.max_config(), space.min_config()]
         longest = max((len(m.SLOTS) for _, m in self.modules), default=0)
@@ -250,13 +288,13 @@ class _FlopModel:
         two choices each, both at the same end in every sample); the fit would then be wrong
         elsewhere yet could pass the check. Returns False if ``extra`` more did not suffice.
         """
-        needed = {name: self._rank(module, self._grid(module)) for name, module in self.modules}
-        short = [(n, m) for n, m in self.modules if self._rank(m, configs) < needed[n]]
+        needed = {n: self._rank(m, self._grid(m), n) for n, m in self.modules}
+        short = [(n, m) for n, m in self.modules if self._rank(m, configs, n) < needed[n]]
         for _ in range(extra):
             if not short:
                 break
             configs.append(_random_config(self.space, rng))
-            short = [(n, m) for n, m in short if self._rank(m, configs) < needed[n]]
+            short = [(n, m) for n, m in short if self._rank(m, configs, n) < needed[n]]
         return not short
 
     def _grid(self, module: Any) -> list[Config]:
@@ -275,34 +313,46 @@ class _FlopModel:
             levels.append([(hparam.name, choices[i]) for i in picks])
         return [dict(combination) for combination in itertools.product(*levels)]
 
-    def _rank(self, module: Any, configs: list[Config]) -> int:
-        features = torch.tensor([self._monomials(module, c) for c in configs], dtype=torch.float64)
+    def _rank(self, module: Any, configs: list[Config], name: str) -> int:
+        features = torch.tensor(
+            [self._monomials(module, c, name) for c in configs], dtype=torch.float64
+        )
         return int(torch.linalg.matrix_rank(features / features.abs().amax(dim=0).clamp(min=1)))
 
-    def _monomials(self, module: Any, config: Config) -> list[float]:
+    def _monomials(self, module: Any, config: Config, name: str | None = None) -> list[float]:
         sizes = [_slot_size(module, slot, self.space, config) for slot in module.SLOTS]
+        # A module inside a dropped layer costs nothing.
+        present = float(self._present(name, config)) if name is not None else 1.0
         return [
-            math.prod(sizes[i] for i in subset)
+            present * math.prod(sizes[i] for i in subset)
             for r in range(len(sizes) + 1)
             for subset in itertools.combinations(range(len(sizes)), r)
         ]
 
+    def _present(self, name: str, config: Config) -> bool:
+        presence = self.presence.get(name, [])
+        if not presence:
+            return True
+        sizes = {id(hp): config.get(hp.name, hp.active) for hp, _ in presence}
+        return _KeptUnits(sizes).all_present(presence)
+
     def _fit(self, configs: list[Config], measured: list[tuple[int, dict[str, int]]]):
         names = [name for name, _ in self.modules]
         # A parent's count includes its dynamic children's: subtract each child once, from
-        # its nearest dynamic ancestor.
-        parent_of = {child: _nearest_ancestor(child, names) for child in names}
+        # its nearest dynamic ancestor that ran (a layer list is iterated, never called).
         own_totals = []
         for _, per_module in measured:
+            ran = [name for name in names if name in per_module]
             own = {name: per_module.get(name, 0) for name in names}
-            for child, parent in parent_of.items():
+            for child in names:
+                parent = _nearest_ancestor(child, ran)
                 if parent is not None:
                     own[parent] -= per_module.get(child, 0)
             own_totals.append(own)
         terms = {}
         for name, module in self.modules:
             features = torch.tensor(
-                [self._monomials(module, c) for c in configs], dtype=torch.float64
+                [self._monomials(module, c, name) for c in configs], dtype=torch.float64
             )
             targets = torch.tensor([[o[name]] for o in own_totals], dtype=torch.float64)
             terms[name] = torch.linalg.lstsq(features, targets, driver="gelsd").solution.flatten()
@@ -312,7 +362,7 @@ class _FlopModel:
     def predict_fitted(self, config: Config) -> int:
         total = float(self.constant)
         for name, module in self.modules:
-            features = torch.tensor(self._monomials(module, config), dtype=torch.float64)
+            features = torch.tensor(self._monomials(module, config, name), dtype=torch.float64)
             total += float(features @ self.terms[name])
         return round(total)
 

@@ -134,18 +134,53 @@ class DynamicModule(nn.Module):
         )
 
     def sliced(self, param_name: str) -> torch.Tensor | None:
-        """The parameter restricted to the active units of every slot that indexes it."""
+        """The parameter restricted to the active units of every slot that indexes it.
+
+        Several slots may index one dimension (a GQA query projection's rows are KV groups x
+        query heads per group): an element is kept when every such slot keeps its unit.
+        """
         tensor = self.param_tensor(param_name)
         if tensor is None:
             return None
+        for dim, refs in self._dims_of(param_name).items():
+            index = self._dim_index(refs, tensor.shape[dim])
+            if index is not None:
+                tensor = index_dim(tensor, dim, index)
+        return tensor
+
+    def _dims_of(self, param_name: str) -> dict[int, list[tuple[str, SlotDim]]]:
+        """The slots indexing each dimension of ``param_name``."""
+        dims: dict[int, list[tuple[str, SlotDim]]] = {}
         for slot, slot_dims in self.SLOTS.items():
             for slot_dim in slot_dims:
-                if slot_dim.param != param_name:
-                    continue
-                index = self.slot_index(slot, slot_dim)
-                if index is not None:
-                    tensor = index_dim(tensor, slot_dim.dim, index)
-        return tensor
+                if slot_dim.param == param_name:
+                    dims.setdefault(slot_dim.dim, []).append((slot, slot_dim))
+        return dims
+
+    def _dim_index(
+        self, refs: list[tuple[str, SlotDim]], length: int
+    ) -> slice | torch.Tensor | None:
+        indices = [
+            index
+            for slot, slot_dim in refs
+            if (index := self.slot_index(slot, slot_dim)) is not None
+        ]
+        if len(indices) <= 1:
+            return indices[0] if indices else None
+        keep = torch.ones(length, dtype=torch.bool)
+        for index in indices:
+            kept = torch.zeros(length, dtype=torch.bool)
+            kept[index] = True
+            keep &= kept
+        return keep.nonzero().flatten()
+
+    def unit_modules(self, slot: str) -> list[nn.Module] | None:
+        """For a slot whose units are whole submodules (layers), those submodules in order.
+
+        Such a slot owns no parameter dimension: dropping a unit drops every parameter and
+        FLOP of its submodule, and its units cannot be reordered (layer order is the model).
+        """
+        return None
 
     def param_tensor(self, target: str) -> torch.Tensor | None:
         """The parameter at dotted path ``target``, or None for an absent optional one."""

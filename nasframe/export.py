@@ -12,6 +12,7 @@ import copy
 from torch import nn
 
 from nasframe.dynamic import DynamicModule
+from nasframe.plugins import get_plugin_manager
 from nasframe.space import SearchSpace, replace_module
 
 
@@ -20,7 +21,9 @@ def export(space: SearchSpace, inplace: bool = False) -> nn.Module:
     model = space.model if inplace else copy.deepcopy(space.model)
     exported_of: dict[int, nn.Parameter] = {}  # id of a dynamic parameter -> its export
     plain_of: dict[int, nn.Module] = {}  # a module shared under several names stays shared
-    for name, module in list(model.named_modules(remove_duplicate=False)):
+    # Children first: a parent (a layer list) then exports plain children, and the names of
+    # the modules still to visit stay valid until their parent is replaced.
+    for name, module in reversed(list(model.named_modules(remove_duplicate=False))):
         if not isinstance(module, DynamicModule):
             continue
         if id(module) in plain_of:
@@ -38,6 +41,8 @@ def export(space: SearchSpace, inplace: bool = False) -> nn.Module:
             else:
                 exported_of[id(param)] = exported
         replace_module(model, name, plain)
+    # A family plugin fixes up what swapping modules cannot express (config, layer indices).
+    get_plugin_manager().hook.nasframe_finalize_export(model=model)
     return model
 
 

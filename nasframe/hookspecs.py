@@ -1,18 +1,22 @@
 """The pluggy hook specifications: everything a plugin can contribute to nasframe.
 
 Plugins are plain modules with functions marked ``@hookimpl`` and are found through the
-``nasframe`` entry-point group, exactly like a third party's plugin. Each hook returns a
+``nasframe`` entry-point group, exactly like a third party's plugin. Most hooks return a
 mapping; the host merges the mappings of every plugin (a later plugin may not silently
-override an earlier one: a clash is an error naming both).
+override an earlier one: a clash is an error naming both). The ``firstresult`` hooks ask each
+plugin in turn and take the first answer that is not None.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from torch import nn
+
+if TYPE_CHECKING:
+    from nasframe.bundle import ModelEntry
 
 hookspec = pluggy.HookspecMarker("nasframe")
 hookimpl = pluggy.HookimplMarker("nasframe")
@@ -51,6 +55,18 @@ def nasframe_models() -> dict[str, Any]:
 
 
 @hookspec(firstresult=True)
+def nasframe_resolve_model(spec: str) -> ModelEntry | None:
+    """A model given by path or any other spec a plugin understands: a ``ModelEntry``.
+
+    ``--model`` accepts more than registered names (a model directory, a weights file), and
+    only the plugin of that format can tell whether a spec is one of its own. Return None for a
+    spec the plugin does not recognise; the first non-None answer wins. Called only for specs
+    that are not registered names. Do not import heavy libraries here: loading happens in the
+    entry's ``load``.
+    """
+
+
+@hookspec(firstresult=True)
 def nasframe_describe_ties(model: nn.Module) -> Any:
     """Describe ``model``'s tied dimensions without tracing it: a ``nasframe.ties.TieAnalysis``.
 
@@ -67,3 +83,10 @@ def nasframe_architectures() -> dict[str, Callable[..., nn.Module]]:
     ``nasframe.load`` rebuilds a saved model's unpruned architecture from the name and JSON
     keyword arguments in its ``nasframe.json`` (model names of ``nasframe_models`` work too).
     """
+
+
+@hookspec
+def nasframe_finalize_export(model: nn.Module) -> None:
+    """Called with every freshly exported (plain) model, to update what the module swap
+    cannot express: a config object's sizes, layer indices after layers were removed.
+    Return nothing; leave models of families the plugin does not know untouched."""

@@ -89,6 +89,11 @@ class Hparam:
         self._importance_descending = True
         # Original index of the unit now at each position; sort_parameters permutes it.
         self.unit_ids = torch.arange(max_size)
+        # False for units that cannot be reordered (layers): sort_parameters leaves them
+        # in place and a smaller size keeps the most important ones where they are.
+        self.permutable = True
+        # True for a residual stream (the hidden size): scored on the writes into it.
+        self.is_residual_stream = False
 
     @staticmethod
     def _validated_choices(max_size: int, choices: Iterable[int] | None) -> list[int]:
@@ -162,10 +167,18 @@ class Hparam:
     @property
     def active_slice(self) -> slice | torch.Tensor:
         """Indexes the kept units along the dimension: a slice, or sorted indices."""
-        if self._active == self.max or self._importance_descending:
-            return slice(0, self._active)
-        kept = self.order[: self._active]
-        return torch.sort(kept).values
+        return self.slice_for(self._active)
+
+    def slice_for(self, size: int) -> slice | torch.Tensor:
+        """The units kept at ``size``: the ``size`` most important, in their current order."""
+        if size == self.max or self._importance_descending:
+            return slice(0, size)
+        return torch.sort(self.order[:size]).values
+
+    def kept_positions(self, size: int) -> set[int]:
+        """The positions of the units kept at ``size``."""
+        kept = self.slice_for(size)
+        return set(range(size)) if isinstance(kept, slice) else set(kept.tolist())
 
     def __repr__(self) -> str:
         return f"Hparam({self.name!r}, active={self.active}, choices={_summarise(self._choices)})"

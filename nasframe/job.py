@@ -3,7 +3,8 @@
 This is what ``nasframe search`` runs. It wires the pieces together — model bundle,
 calibration and evaluation text, the algorithm's search config, export, save — and reports
 every figure a user compares before and after (perplexity, parameters, FLOPs, time per phase)
-in ``summary.json``.
+in ``summary.json``. Models whose family has a standard format (transformers) are also written
+in it, to ``OUT/transformers``, when the pruned shape fits that format.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,8 +22,8 @@ from typing import Any
 
 import torch
 
-from nasframe.atomic import atomic_write_json
-from nasframe.bundle import get_model_entry
+from nasframe.atomic import atomic_write_directory, atomic_write_json
+from nasframe.bundle import ModelBundle, get_model_entry
 from nasframe.constraints import Constraint
 from nasframe.errors import UserInputError
 from nasframe.export import export
@@ -35,6 +37,7 @@ from nasframe.space import convert
 from nasframe.text import TextCorpus, load_corpus_file, stdlib_corpus
 
 SUMMARY_FILE = "summary.json"
+PLAIN_EXPORT_DIR = "transformers"  # OUT/transformers: the model family's standard format
 
 
 @dataclass
@@ -55,6 +58,8 @@ class JobSettings:
     score_batches: int = 4
     eval_batches: int = 32
     verbose: bool = True
+    uniform: bool = False  # the same size in every layer, so plain transformers loads it
+    trust_remote_code: bool = False  # let a model directory run its own Python code
 
 
 @dataclass
@@ -68,6 +73,7 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
     """Run the whole job and return its summary (also written to ``OUT/summary.json``)."""
     constraint = Constraint.parse(settings.constraint)  # fail fast, before loading anything
     searcher = get_algorithm(settings.algorithm)()
+    _check_uniform_supported(searcher, settings)
     out = Path(settings.out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; pass a directory path.")
@@ -86,7 +92,10 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
         corpus = load_corpus_file(settings.data) if settings.data else stdlib_corpus()
     with phase("load_model"):
         log(f"loading model {settings.model} ...")
-        bundle = get_model_entry(settings.model).load(progress=settings.verbose)
+        entry = get_model_entry(settings.model)
+        bundle = entry.load_bundle(
+            progress=settings.verbose, trust_remote_code=settings.trust_remote_code
+        )
         model = bundle.model.eval()
     with phase("tokenize"):
         calibration, held_back, evaluation = _batches(corpus, bundle.encode, settings)
@@ -157,9 +166,49 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
     }
     with phase("save"):
         save(pruned, out, result.config, bundle.architecture, extra={"summary": SUMMARY_FILE})
+        summary["exports"] = _save_plain(bundle, pruned, out, log)
     summary["timings_s"] = timings
     atomic_write_json(out / SUMMARY_FILE, summary)
     return JobReport(summary, out, timings)
+
+
+def _save_plain(
+    bundle: ModelBundle, pruned: torch.nn.Module, out: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Also write the model family's standard format to ``OUT/transformers`` when it has one.
+
+    The nasframe format holds any pruned shape; the family's format (a transformers directory
+    that ``from_pretrained`` loads without nasframe) holds only shapes its config can express,
+    such as the same FFN width in every layer. When it cannot, the job still succeeds and says
+    why; a directory left from an earlier run is removed so it never contradicts this one.
+    """
+    exports: dict[str, Any] = {"nasframe": str(out), PLAIN_EXPORT_DIR: None, "note": None}
+    if bundle.save_plain is None:
+        return exports
+    target = out / PLAIN_EXPORT_DIR
+    try:
+        atomic_write_directory(target, lambda directory: bundle.save_plain(pruned, directory))
+    except UserInputError as error:
+        shutil.rmtree(target, ignore_errors=True)
+        exports["note"] = (
+            f"only the nasframe format was written to {out} (load it with nasframe.load): the "
+            "pruned sizes differ between layers, which plain transformers cannot load; rerun "
+            f"with --uniform to also get {target}."
+        )
+        exports["reason"] = str(error)
+        log(exports["note"])
+        return exports
+    exports[PLAIN_EXPORT_DIR] = str(target)
+    return exports
+
+
+def _check_uniform_supported(searcher, settings: JobSettings) -> None:
+    """Fail before loading anything when --uniform is given to an algorithm without it."""
+    if settings.uniform and "uniform" not in searcher.default_search_config:
+        raise UserInputError(
+            f"--uniform is not supported by --algo {settings.algorithm}; drop --uniform or "
+            "choose an algorithm that supports it (see `nasframe algos`)."
+        )
 
 
 def _batches(corpus: TextCorpus, encode, settings: JobSettings):
@@ -199,6 +248,8 @@ def _search_config(searcher, settings, calibration, held_back, out: Path, corpus
     """The search config the chosen algorithm accepts, filled from the job's data."""
     accepted = searcher.default_search_config
     config: dict[str, Any] = {"verbose": settings.verbose}
+    if "uniform" in accepted:
+        config["uniform"] = settings.uniform
     if "checkpoint" in accepted and settings.use_checkpoint:
         config["checkpoint"] = settings.checkpoint or str(
             out / ".checkpoints" / f"{settings.algorithm}-{_job_key(settings, corpus)}.json"
@@ -234,6 +285,8 @@ def _job_key(settings: JobSettings, corpus: TextCorpus) -> str:
         "score_batches": settings.score_batches,
         "text": hashlib.sha256(corpus.calibration.encode()).hexdigest(),
     }
+    if settings.uniform:  # only when set, so earlier checkpoints keep their names
+        inputs["uniform"] = True
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 

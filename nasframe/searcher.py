@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nasframe.allocation import threshold_allocation
+from nasframe.allocation import threshold_allocation, uniform_allocation
 from nasframe.checkpoint import SearchCheckpoint, weights_digest
 from nasframe.constraints import Constraint, CostModel
 from nasframe.errors import InfeasibleConstraintError, UserInputError
@@ -92,9 +92,13 @@ class BaseSearcher(ABC):
                 "it is built of supported modules or install a plugin for its module types."
             )
         space.select(space.max_config())
+        if self.config.get("uniform"):
+            space.restrict_to_uniform()
         limit = self.cost_model.resolve(constraint)
         cost_before = self.cost_model.cost(constraint.kind, space.max_config())
-        checkpoint = SearchCheckpoint(self.config["checkpoint"], self.fingerprint())
+        # The weights digest costs a pass over every weight: only a checkpoint needs it.
+        fingerprint = self.fingerprint() if self.config["checkpoint"] else {}
+        checkpoint = SearchCheckpoint(self.config["checkpoint"], fingerprint)
         found = self.run_search(checkpoint, constraint.kind, limit)
         space.select(found.config)
         found.constraint, found.limit, found.cost_before = str(constraint), limit, cost_before
@@ -137,7 +141,13 @@ class BinarySearcher(BaseSearcher):
 
     @property
     def default_search_config(self) -> dict[str, Any]:
-        return {**super().default_search_config, "score_func": None}
+        return {
+            **super().default_search_config,
+            "score_func": None,
+            # One size per group of per-layer hparams (every layer's FFN width alike), so
+            # the result is expressible as a plain config of the model's family.
+            "uniform": False,
+        }
 
     def __init__(self) -> None:
         super().__init__()
@@ -243,8 +253,9 @@ class BinarySearcher(BaseSearcher):
                 f"({100 * smallest / original:.1f}% of the original), above the limit "
                 f"{limit:,.0f}; relax the constraint to at least that."
             )
+        allocation = uniform_allocation if self.config.get("uniform") else threshold_allocation
         try:
-            return threshold_allocation(sensitivity, cost, limit)
+            return allocation(sensitivity, cost, limit)
         except ValueError:
             raise InfeasibleConstraintError(
                 f"only sizes whose score was not finite (NaN or Inf) would meet the limit "

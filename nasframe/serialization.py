@@ -74,7 +74,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     """Restore a pruned model saved by :func:`save`.
 
     ``model`` is an unpruned instance of the architecture; it may be omitted when the model
-    was saved under a registered name (``--model NAME``), which then rebuilds it.
+    was saved under a registered name (``--model NAME``), which then rebuilds it in eval mode.
     """
     from nasframe.export import export
     from nasframe.space import convert
@@ -86,7 +86,8 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
             f"{weights} is missing or does not match {METADATA_FILE} (an interrupted save?); "
             "export the model again."
         )
-    if model is None:
+    rebuilt = model is None
+    if rebuilt:
         architecture = metadata.get("architecture") or {}
         if "name" not in architecture:
             raise UserInputError(
@@ -97,6 +98,8 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     space = convert(model)
     space.select(metadata["config"])
     pruned = export(space, inplace=True)
+    if rebuilt:
+        pruned.eval()  # a freshly built model is in training mode (dropout on)
     try:
         missing, unexpected = safetensors.torch.load_model(pruned, weights, strict=False)
     except (RuntimeError, safetensors.SafetensorError) as error:  # other shapes; not safetensors

@@ -30,9 +30,33 @@ Rules = Mapping[str, ChoiceRule | Mapping[str, Any]]
 class SearchSpace:
     """A converted model and its searchable hparams, by name."""
 
-    def __init__(self, model: nn.Module, hparams: Mapping[str, Hparam]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        hparams: Mapping[str, Hparam],
+        residual_streams: Mapping[str, list[str]] | None = None,
+        uniform_multiples: Mapping[str, int] | None = None,
+        uniform_fixed: list[str] | None = None,
+    ) -> None:
         self.model = model
         self.all_hparams = dict(hparams)
+        # hparam name -> names of the modules whose outputs are summed into that stream
+        self.residual_streams = dict(residual_streams or {})
+        # hparam name -> a uniform (same size every layer) search keeps only multiples of it
+        self.uniform_multiples = dict(uniform_multiples or {})
+        # hparam names a uniform search keeps at full size
+        self.uniform_fixed = list(uniform_fixed or [])
+
+    def restrict_to_uniform(self) -> None:
+        """Keep only the sizes a same-size-every-layer config can express (see convert)."""
+        for name, multiple in self.uniform_multiples.items():
+            hparam = self.all_hparams.get(name)
+            if hparam is not None:
+                hparam.choices = [c for c in hparam.choices if c % multiple == 0 or c == hparam.max]
+        for name in self.uniform_fixed:
+            hparam = self.all_hparams.get(name)
+            if hparam is not None:
+                hparam.choices = [hparam.max]
 
     @property
     def hparams(self) -> dict[str, Hparam]:
@@ -66,6 +90,20 @@ class SearchSpace:
                 if param is not None:
                     found.setdefault((id(param), slot_dim.dim), (param, slot_dim))
         return list(found.values())
+
+    def unit_presence(self) -> dict[int, list[tuple[Hparam, int]]]:
+        """For every module and parameter (by id) inside a unit of a layer-like slot: the
+        ``(hparam, position)`` pairs that must all be kept for it to exist."""
+        presence: dict[int, list[tuple[Hparam, int]]] = {}
+        for _, module in self.dynamic_modules():
+            for slot in module.SLOTS:
+                hparam, units = module.get_hparam(slot), module.unit_modules(slot)
+                if hparam is None or units is None:
+                    continue
+                for position, unit in enumerate(units):
+                    for item in (*unit.modules(), *unit.parameters()):
+                        presence.setdefault(id(item), []).append((hparam, position))
+        return presence
 
     def config(self) -> Config:
         return {name: hp.active for name, hp in self.hparams.items()}
@@ -106,7 +144,7 @@ class SearchSpace:
         while a smaller ``active`` now keeps the top units as a contiguous prefix.
         """
         for hparam in self.all_hparams.values():
-            if hparam.importance is None:
+            if hparam.importance is None or not hparam.permutable:
                 continue
             order = hparam.order
             if torch.equal(order, torch.arange(hparam.max)):
@@ -154,12 +192,14 @@ def _groups_sharing_parameters(
     frozen_slots: list[tuple[str, str]],
     converted: Mapping[str, DynamicModule],
 ) -> set[int]:
-    """Groups that index a parameter dimension another group (or a frozen slot) also indexes.
+    """Groups that index a parameter dimension another group (or a frozen slot) of another
+    module also indexes.
 
     A weight tied between modules the graph does not connect (an input embedding shared with
     a head that reads another stream) would otherwise be sliced and sorted by two hparams.
+    One module may index a dimension with several slots on purpose (KV groups x heads).
     """
-    owners: dict[tuple[int, int], set[int]] = {}
+    owners: dict[tuple[int, int], set[tuple[int, str]]] = {}
     labelled = [(index, ref) for index, group in enumerate(groups) for ref in group]
     labelled += [(-1, ref) for ref in frozen_slots if ref[0] in converted]
     for index, (module_name, slot) in labelled:
@@ -167,8 +207,13 @@ def _groups_sharing_parameters(
         for slot_dim in module.SLOTS[slot]:
             param = module.param_tensor(slot_dim.param)
             if param is not None:
-                owners.setdefault((id(param), slot_dim.dim), set()).add(index)
-    return {i for found in owners.values() if len(found) > 1 for i in found if i >= 0}
+                owners.setdefault((id(param), slot_dim.dim), set()).add((index, module_name))
+    entangled: set[int] = set()
+    for found in owners.values():
+        for index, module_name in found:
+            if any(i != index and m != module_name for i, m in found):
+                entangled.add(index)
+    return {i for i in entangled if i >= 0}
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -208,10 +253,12 @@ def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
     converted: dict[str, DynamicModule] = {}
     for name in analysis.used_modules:
         module = modules[name]
-        converted[name] = dynamic_class_for(module, dynamic_types).convert(module)
+        dynamic_class = analysis.converters.get(name) or dynamic_class_for(module, dynamic_types)
+        converted[name] = dynamic_class.convert(module)
 
     view = {name: converted.get(name, module) for name, module in modules.items()}
     hparams: dict[str, Hparam] = {}
+    streams: dict[str, list[str]] = {}
     names = analysis.group_names or [_group_name(group, view) for group in analysis.groups]
     order = sorted(
         range(len(analysis.groups)),
@@ -225,9 +272,13 @@ def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
             continue  # inconsistent sizes, or a weight shared across dims: keep full size
         size = sizes.pop()
         hparam = Hparam(size, _rule_for(name, rules).choices(size), name=name)
+        hparam.permutable = all(converted[m].unit_modules(s) is None for m, s in group)
         hparams[name] = hparam
         for module_name, slot in group:
             converted[module_name].set_hparam(slot, hparam)
+        if index in analysis.residual_streams:
+            streams[name] = list(analysis.residual_streams[index])
+            hparam.is_residual_stream = True
 
     # fx names a module once; a module reachable under several names is replaced under all.
     dynamic_of = {id(modules[name]): module for name, module in converted.items()}
@@ -241,4 +292,6 @@ def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
             f"{listed}.",
             stacklevel=2,
         )
-    return SearchSpace(model, hparams)
+    multiples = {n: m for n, m in analysis.uniform_multiples.items() if n in hparams}
+    fixed = [name for name in analysis.uniform_fixed if name in hparams]
+    return SearchSpace(model, hparams, streams, multiples, fixed)

@@ -94,6 +94,18 @@ class TieAnalysis:
     # Optional hparam name per group (same order); a family plugin names its dimensions
     # ("model.layers.0.mlp.intermediate_size"), traced groups are named after their producer.
     group_names: list[str] = field(default_factory=list)
+    # Optional dynamic class per module name, for types no plugin registers globally (a family
+    # plugin's classes, built only once its library is imported).
+    converters: dict[str, type] = field(default_factory=dict)
+    # Residual streams: group index -> the modules whose outputs are added into the stream.
+    # gradnas masks a stream on those writes (one mask), not on each reader.
+    residual_streams: dict[int, list[str]] = field(default_factory=dict)
+    # hparam name -> sizes must be multiples of this for a same-size-every-layer result to be
+    # expressible in the family's plain config (a hidden size divisible by any head count).
+    uniform_multiples: dict[str, int] = field(default_factory=dict)
+    # hparam names a uniform search keeps at full size (their sizes interact in ways the plain
+    # config cannot express, e.g. GPT-2's n_embd == n_head * head_dim).
+    uniform_fixed: list[str] = field(default_factory=list)
 
 
 class _UnionFind:

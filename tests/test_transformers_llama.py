@@ -1,4 +1,4 @@
-"""Llama-style transformers models (Llama, Mistral, Qwen2): FFN width per layer.
+"""Llama-style transformers models (Llama, Mistral, Qwen2): FFN width per layer, export, search.
 
 Tiny randomly initialised configs; no download. The whole file is skipped where transformers
 is not installed (it is part of the dev extra).
@@ -58,9 +58,12 @@ def test_ffn_width_per_layer_is_searchable_and_full_size_is_unchanged(family, at
     model = tiny_model(family, attention)
     reference = copy.deepcopy(model)
     space = nasframe.convert(model)
+    per_layer = ["self_attn.num_key_value_heads", "self_attn.query_heads_per_group"]
+    per_layer.append("mlp.intermediate_size")
     assert list(space.hparams) == [
-        "model.layers.0.mlp.intermediate_size",
-        "model.layers.1.mlp.intermediate_size",
+        "model.hidden_size",
+        "model.layers.depth",
+        *(f"model.layers.{i}.{name}" for i in range(2) for name in per_layer),
     ]
     layer = model.model.layers[0].mlp
     hparam = space.hparams["model.layers.0.mlp.intermediate_size"]
@@ -92,7 +95,7 @@ def test_export_equals_the_dynamic_model_and_keeps_tied_embeddings(family):
 def test_a_uniform_config_loads_back_with_plain_from_pretrained(tmp_path, tied):
     model = tiny_model("llama", tied=tied)
     space = nasframe.convert(model)
-    space.select({name: 24 for name in space.hparams})
+    space.select({name: 24 for name in space.hparams if name.endswith("intermediate_size")})
     exported = nasframe.export(space)
     save_pretrained_pruned(exported, tmp_path / "pruned")
     loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
@@ -110,7 +113,7 @@ def test_a_per_layer_config_is_refused_by_save_pretrained_and_restored_by_nasfra
     }
     space.select(config)
     exported = nasframe.export(space)
-    with pytest.raises(UserInputError, match="differs between layers"):
+    with pytest.raises(UserInputError, match="intermediate_size differs between layers"):
         save_pretrained_pruned(exported, tmp_path / "plain")
     architecture = {
         "name": "transformers",

@@ -14,9 +14,16 @@ def l1_importance(space: SearchSpace, hparam: Hparam) -> torch.Tensor:
 
     A hidden FFN neuron owns its row (and bias) in the up projection and its column in the
     down projection; a tied dimension sums over every module that shares it (shared
-    parameters counted once).
+    parameters counted once); a layer owns all of its weights.
     """
     scores = torch.zeros(hparam.max, dtype=torch.float64)
+    for _, module, slot in space.slots_of(hparam):
+        units = module.unit_modules(slot)
+        for position, unit in enumerate(units or ()):
+            # A layer owns every weight in it.
+            scores[position] += sum(
+                float(p.detach().abs().double().sum()) for p in unit.parameters()
+            )
     for param, slot_dim in space.owned_parameter_dims(hparam):
         per_element = param.detach().abs().double()
         other_dims = [d for d in range(param.dim()) if d != slot_dim.dim]

@@ -14,8 +14,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from gradnas.data_manager import GradientDataManager
 from gradnas.registry import GradientSetupRegistry
 from gradnas.scoring import Convergence, accumulate_mask_gradients
+from gradnas.setups import setup_residual_stream
 from nasframe.dynamic import DynamicModule
 from nasframe.errors import UserInputError
 from nasframe.hparam import Hparam
@@ -119,6 +121,7 @@ class GradientBinarySearcher(BinarySearcher):
             for _, module in self.space.dynamic_modules()
             for hparam in self._setup_hparams(module)
         }
+        scorable |= {id(self.space.all_hparams[name]) for name in self.space.residual_streams}
         names = [name for name, hp in self.space.hparams.items() if id(hp) in scorable]
         skipped = [name for name in self.space.hparams if name not in names]
         if skipped:
@@ -129,17 +132,20 @@ class GradientBinarySearcher(BinarySearcher):
             )
         return names
 
-    def _setup_hparams(self, module: DynamicModule) -> list[Hparam]:
-        """The hparams a setup of ``module`` would score (without attaching anything)."""
+    def _setup(self, module: DynamicModule) -> list[tuple[GradientDataManager, Any]]:
+        """Attach ``module``'s masks: every (manager, handle) its setup returns."""
         setup = self.SETUP_GRADIENT_FUNC.for_module(module)
-        if setup is None:
-            return []
-        result = setup(module)
+        result = setup(module) if setup is not None else None
         if result is None:
             return []
-        manager, handle = result
-        handle.remove()
-        return [manager.hparam] if manager.hparam is not None else []
+        return list(result) if isinstance(result, list) else [result]
+
+    def _setup_hparams(self, module: DynamicModule) -> list[Hparam]:
+        """The hparams a setup of ``module`` would score (without attaching anything)."""
+        pairs = self._setup(module)
+        for _, handle in pairs:
+            handle.remove()
+        return [manager.hparam for manager, _ in pairs if manager.hparam is not None]
 
     def compute_importance(self, names: list[str]) -> dict[str, torch.Tensor]:
         """Setup search with gradient-based score: attach masks, run the data, sum scores."""
@@ -149,13 +155,15 @@ class GradientBinarySearcher(BinarySearcher):
         was_training = model.training
         try:
             for _, module in self.space.dynamic_modules():
-                setup = self.SETUP_GRADIENT_FUNC.for_module(module)
-                result = setup(module) if setup is not None else None
-                if result is None:
-                    continue
-                manager, handle = result
-                handles.append(handle)
-                if manager.hparam is not None and id(manager.hparam) in wanted:
+                for manager, handle in self._setup(module):
+                    handles.append(handle)
+                    if manager.hparam is not None and id(manager.hparam) in wanted:
+                        managers.append(manager)
+            for name, writers in self.space.residual_streams.items():
+                hparam = self.space.all_hparams[name]
+                if id(hparam) in wanted:
+                    manager, handle = setup_residual_stream(model, hparam, writers)
+                    handles.append(handle)
                     managers.append(manager)
             model.eval()  # deterministic scores: no dropout
             report = accumulate_mask_gradients(

@@ -5,6 +5,9 @@ activation, after a SwiGLU gate's product): that is exactly "this neuron's outpu
 Masking the producing Linear's output before the nonlinearity measures something else and
 ranks units far worse on real language models. An attention head, which owns no tensor of
 its own, is masked on its output before the output projection, whatever kernel computed it.
+A layer is masked on its residual contribution (``x + m * (layer(x) - x)``), and a residual
+stream on every write into it, with one mask, so that ``m = 0`` removes the channel
+everywhere at once.
 """
 
 from __future__ import annotations
@@ -16,16 +19,47 @@ from torch.utils.hooks import RemovableHandle
 
 from gradnas.data_manager import GradientDataManager
 from nasframe.attention import DynamicMultiheadAttention
+from nasframe.depth import DynamicLayerList
 from nasframe.dynamic import DynamicLinear
+from nasframe.hparam import Hparam
 
-SetupResult = tuple[GradientDataManager, RemovableHandle] | None
+#: A setup returns one (manager, handle) pair, a list of them (a module with several
+#: scorable hparams), or None when the module has nothing to score.
+SetupResult = (
+    tuple[GradientDataManager, RemovableHandle]
+    | list[tuple[GradientDataManager, RemovableHandle]]
+    | None
+)
+
+
+class Handles:
+    """Several hook handles removed together (a setup that hooks several modules)."""
+
+    def __init__(self, handles: list[RemovableHandle]) -> None:
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _first_tensor(value: Any) -> torch.Tensor:
+    return value[0] if isinstance(value, tuple | list) else value
+
+
+def _replace_first(value: Any, tensor: torch.Tensor) -> Any:
+    if isinstance(value, tuple):
+        return (tensor, *value[1:])
+    if isinstance(value, list):
+        return [tensor, *value[1:]]
+    return tensor
 
 
 def setup_linear_input(module: DynamicLinear) -> SetupResult:
     """Gate each input feature of the Linear (the units of its ``in_features`` hparam)."""
     hparam = module.get_hparam("in_features")
-    if hparam is None:
-        return None
+    if hparam is None or getattr(hparam, "is_residual_stream", False):
+        return None  # a residual stream is masked on its writes (setup_residual_stream)
     manager = GradientDataManager(hparam.max, module)
     manager.hparam = hparam
 
@@ -51,3 +85,47 @@ def setup_attention_heads(module: DynamicMultiheadAttention) -> SetupResult:
         return output * manager.mask.to(output.dtype).view(1, -1, 1, 1)
 
     return manager, module.head_outputs.register_forward_hook(gate_heads)
+
+
+def setup_layer_gates(module: DynamicLayerList) -> SetupResult:
+    """Gate each layer's residual contribution: ``x + m_i * (layer_i(x) - x)``.
+
+    ``m_i = 0`` is exactly skipping layer ``i``, so the mask gradient is the first-order
+    cost of removing the whole layer.
+    """
+    hparam = module.get_hparam("depth")
+    if hparam is None:
+        return None
+    manager = GradientDataManager(hparam.max, module)
+    manager.hparam = hparam
+    handles = []
+    for position, layer in enumerate(module.unit_modules("depth")):
+
+        def gate(_: Any, args: tuple, kwargs: dict, output: Any, position: int = position) -> Any:
+            x = args[0] if args else kwargs["hidden_states"]
+            y = _first_tensor(output)
+            m = manager.mask[position].to(y.dtype)
+            return _replace_first(output, x + m * (y - x))
+
+        handles.append(layer.register_forward_hook(gate, with_kwargs=True))
+    return manager, Handles(handles)
+
+
+def setup_residual_stream(
+    model: torch.nn.Module, hparam: Hparam, writers: list[str]
+) -> tuple[GradientDataManager, Handles]:
+    """One mask on a residual stream's channels, multiplied into every write into it.
+
+    The stream is the sum of its writes (embeddings, attention and FFN outputs), so scaling
+    every write of channel ``c`` by ``m_c`` scales the channel everywhere: its gradient is
+    the first-order cost of removing the channel from the whole model.
+    """
+    manager = GradientDataManager(hparam.max, model)
+    manager.hparam = hparam
+
+    def scale(_: Any, __: Any, output: Any) -> Any:
+        y = _first_tensor(output)
+        return _replace_first(output, y * manager.mask.to(y.dtype))
+
+    handles = [model.get_submodule(name).register_forward_hook(scale) for name in writers]
+    return manager, Handles(handles)

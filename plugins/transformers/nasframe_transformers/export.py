@@ -1,23 +1,22 @@
 """Save a pruned transformers model so plain transformers can load it.
 
-A model whose FFN width is the same in every layer is a standard model of a smaller
-``intermediate_size``: ``save_pretrained`` with an updated config, loadable by
-``AutoModelForCausalLM.from_pretrained`` without nasframe. Per-layer widths are not expressible
-in a transformers config; those models are saved with ``nasframe.save`` (architecture
-``"transformers"``) and restored by ``nasframe.load``.
+A model with the same sizes in every layer (FFN width, heads, KV heads; any hidden size and
+depth) is a standard model of a smaller config: ``save_pretrained`` with the updated config,
+loadable by ``AutoModelForCausalLM.from_pretrained`` without nasframe. Per-layer sizes are not
+expressible in a transformers config; those models are saved with ``nasframe.save``
+(architecture ``"transformers"``) and restored by ``nasframe.load``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from nasframe.atomic import atomic_write_directory
 from nasframe.errors import UserInputError
 
 # Keys a loaded config may carry that must not be written back: a GGUF file's
@@ -33,49 +32,55 @@ def clean_config_dict(config: Any) -> dict[str, Any]:
     return data
 
 
-def uniform_intermediate_size(model: nn.Module) -> int | None:
-    """The FFN width if every layer has the same one, else None."""
-    from nasframe_transformers.llama import _decoder_layers
-
-    widths = {layer.mlp.down_proj.in_features for layer in _decoder_layers(model)}
-    return widths.pop() if len(widths) == 1 else None
-
-
 def save_pretrained_pruned(model: nn.Module, directory: str | os.PathLike) -> Path:
     """Write an exported (plain) pruned model as a standard transformers model directory.
 
-    The files are written to a temporary sibling directory first and moved into place, so an
-    interrupted save never leaves a half-written model.
+    Only a model with the same sizes in every layer has a transformers config; the export
+    already wrote those sizes into ``model.config``. The files are written to a temporary
+    sibling directory and swapped in whole, so an interrupted save never leaves a
+    half-written or mixed model.
     """
     from transformers import AutoConfig
 
-    width = uniform_intermediate_size(model)
-    if width is None:
+    from nasframe_transformers.families import family_of
+
+    family = family_of(model)
+    if family is None:
         raise UserInputError(
-            "the FFN width differs between layers, which a transformers config cannot express; "
-            "save it with nasframe.save and load it with nasframe.load, or search with "
-            "--uniform."
+            f"{type(model).__name__} is not a supported transformers model; save it with "
+            "nasframe.save instead."
         )
-    data = clean_config_dict(model.config)
-    data["intermediate_size"] = width
+    sizes, problems = family.config_sizes(model)
+    if problems:
+        per_layer = any("between layers" in problem for problem in problems)
+        hint = " (or search with --uniform)" if per_layer else ""
+        raise UserInputError(
+            f"this pruned model has no plain transformers config ({'; '.join(problems)}); save "
+            f"it with nasframe.save and load it with nasframe.load{hint}."
+        )
+    data = clean_config_dict(model.config) | sizes
     model_type = data.pop("model_type")
     model.config = AutoConfig.for_model(model_type, **data)
-    target = Path(directory)
-    target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        model.save_pretrained(staging)
-        for file in staging.iterdir():
-            os.replace(file, target / file.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return atomic_write_directory(directory, model.save_pretrained)
 
 
-def build_from_config(config: dict[str, Any]) -> nn.Module:
-    """An untrained causal LM of ``config`` (how ``nasframe.load`` rebuilds the architecture)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+# The model classes a saved architecture may name: a fixed list, so nothing in a metadata
+# file can make nasframe.load import or call anything else.
+AUTO_CLASSES = ("AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModel")
 
+
+def build_from_config(
+    config: dict[str, Any], auto_class: str = "AutoModelForCausalLM"
+) -> nn.Module:
+    """An untrained model of ``config`` (how ``nasframe.load`` rebuilds the architecture)."""
+    import transformers
+
+    if auto_class not in AUTO_CLASSES:
+        raise UserInputError(
+            f"unknown model class {auto_class!r} in the saved architecture; expected one of "
+            f"{', '.join(AUTO_CLASSES)} (re-export the model)."
+        )
     data = dict(config)
     model_type = data.pop("model_type")
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **data))
+    auto = getattr(transformers, auto_class)
+    return auto.from_config(transformers.AutoConfig.for_model(model_type, **data))

@@ -1,19 +1,37 @@
-"""The search space of a Llama-style decoder: which module slots shrink together.
+"""The search space of a Llama-style decoder (Llama, Mistral, Qwen2), described directly.
 
-Each decoder layer's SwiGLU MLP computes ``down_proj(act(gate_proj(x)) * up_proj(x))``: the
-gate and up projections' output features and the down projection's input features are one
-dimension, ``model.layers.{i}.mlp.intermediate_size``. Every other dimension (the residual
-stream, heads) stays at full size for now. gradnas scores an FFN neuron on the down
-projection's input — after the gated product, never on the gate's pre-activation.
+transformers 5 models are not torch.fx-traceable, so the family's dimensions are listed here:
+
+- ``model.hidden_size``: the residual stream — the embeddings, every norm, every projection's
+  input, the attention and FFN output projections and the LM head; tied embeddings stay tied
+  (one parameter, one hparam). Its writes are the embeddings, each attention and each
+  ``down_proj``, which is where gradnas masks it.
+- ``model.layers.{i}.mlp.intermediate_size``: the SwiGLU width (gate/up outputs, down input);
+  gradnas masks it on ``down_proj``'s input, after the gated product.
+- ``model.layers.{i}.self_attn.num_key_value_heads`` and ``.query_heads_per_group``: see
+  :mod:`nasframe_transformers.attention`.
+- ``model.layers.depth``: whole decoder layers, gated on their residual contribution.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from torch import nn
 
+from nasframe.depth import DynamicLayerList
+from nasframe.dynamic import DynamicEmbedding, DynamicLinear
 from nasframe.ties import TieAnalysis
+from nasframe_transformers.attention import (
+    DynamicGQAttention,
+    dynamic_attention_class,
+    dynamic_rmsnorm_class,
+    setup_gqa_heads,
+)
 
 LLAMA_STYLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
+GRADIENT_SETUPS = {DynamicGQAttention: setup_gqa_heads}
 
 
 def _decoder_layers(model: nn.Module) -> nn.ModuleList | None:
@@ -23,7 +41,8 @@ def _decoder_layers(model: nn.Module) -> nn.ModuleList | None:
     return layers if isinstance(layers, nn.ModuleList) else None
 
 
-def _is_llama_style(model: nn.Module) -> bool:
+def is_family(model: nn.Module) -> bool:
+    """A Llama, Mistral or Qwen2 model of transformers (with or without an LM head)."""
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) not in LLAMA_STYLE_MODEL_TYPES:
         return False
@@ -37,17 +56,203 @@ def _is_llama_style(model: nn.Module) -> bool:
     )
 
 
-def describe_llama_ties(model: nn.Module) -> TieAnalysis | None:
-    """Tied slots of a Llama-style model, or None when ``model`` is not one."""
-    if not _is_llama_style(model):
+def describe_ties(model: nn.Module) -> TieAnalysis | None:
+    """Tied slots of a Llama-style model, or None when ``model`` is not one.
+
+    Also lets the base model see only its kept layers while it runs (see
+    :func:`_install_kept_layer_view`), which converting it is about to need.
+    """
+    if not is_family(model):
         return None
     prefix = "model." if hasattr(model, "model") else ""
-    groups, names, used, frozen = [], [], [], []
-    for index, _ in enumerate(_decoder_layers(model)):
-        mlp = f"{prefix}layers.{index}.mlp"
-        gate, up, down = f"{mlp}.gate_proj", f"{mlp}.up_proj", f"{mlp}.down_proj"
-        used += [gate, up, down]
-        groups.append([(gate, "out_features"), (up, "out_features"), (down, "in_features")])
-        names.append(f"{mlp}.intermediate_size")
-        frozen += [(gate, "in_features"), (up, "in_features"), (down, "out_features")]
-    return TieAnalysis(groups, frozen, used, group_names=names)
+    base = getattr(model, "model", model)
+    _install_kept_layer_view(base)
+    groups: list[list[tuple[str, str]]] = []
+    names: list[str] = []
+    used: list[str] = []
+    frozen: list[tuple[str, str]] = []
+    converters: dict[str, type] = {}
+
+    def use(name: str, converter: type) -> str:
+        used.append(name)
+        converters[name] = converter
+        return name
+
+    embed = use(f"{prefix}embed_tokens", DynamicEmbedding)
+    hidden = [(embed, "embedding_dim")]
+    writers = [embed]
+    layers = use(f"{prefix}layers", DynamicLayerList)
+    for index, layer in enumerate(_decoder_layers(model)):
+        path = f"{prefix}layers.{index}"
+        norm_class = dynamic_rmsnorm_class(type(layer.input_layernorm))
+        attention = use(f"{path}.self_attn", dynamic_attention_class(type(layer.self_attn)))
+        gate = use(f"{path}.mlp.gate_proj", DynamicLinear)
+        up = use(f"{path}.mlp.up_proj", DynamicLinear)
+        down = use(f"{path}.mlp.down_proj", DynamicLinear)
+        norms = [
+            use(f"{path}.input_layernorm", norm_class),
+            use(f"{path}.post_attention_layernorm", norm_class),
+        ]
+        hidden += [(norm, "hidden_size") for norm in norms]
+        hidden += [(attention, "hidden_size"), (gate, "in_features"), (up, "in_features")]
+        hidden.append((down, "out_features"))
+        writers += [attention, down]
+        groups += [
+            [(gate, "out_features"), (up, "out_features"), (down, "in_features")],
+            [(attention, "num_key_value_heads")],
+            [(attention, "query_heads_per_group")],
+        ]
+        names += [
+            f"{path}.mlp.intermediate_size",
+            f"{path}.self_attn.num_key_value_heads",
+            f"{path}.self_attn.query_heads_per_group",
+        ]
+    final_norm = use(f"{prefix}norm", dynamic_rmsnorm_class(type(base.norm)))
+    hidden.append((final_norm, "hidden_size"))
+    lm_head = getattr(model, "lm_head", None)
+    if isinstance(lm_head, nn.Linear):
+        use("lm_head", DynamicLinear)
+        hidden.append(("lm_head", "in_features"))
+        frozen.append(("lm_head", "out_features"))
+    groups += [hidden, [(layers, "depth")]]
+    names += [f"{prefix}hidden_size", f"{prefix}layers.depth"]
+    return TieAnalysis(
+        groups,
+        frozen,
+        used,
+        group_names=names,
+        converters=converters,
+        residual_streams={len(groups) - 2: writers},
+        uniform_multiples={f"{prefix}hidden_size": _every_head_count_divides(model)},
+    )
+
+
+def _every_head_count_divides(model: nn.Module) -> int:
+    """The least common multiple of every query-head count pruning can reach: transformers
+    requires the hidden size to be a multiple of the number of heads."""
+    multiple = 1
+    for layer in _decoder_layers(model):
+        attention = layer.self_attn
+        kv_heads = attention.k_proj.out_features // attention.head_dim
+        per_group = attention.q_proj.out_features // (attention.head_dim * kv_heads)
+        for groups in range(1, kv_heads + 1):
+            for heads in range(1, per_group + 1):
+                multiple = math.lcm(multiple, groups * heads)
+    return multiple
+
+
+def _show_kept_layers(base: nn.Module, args: Any, kwargs: Any) -> None:
+    """Before a forward with layers dropped: number the kept layers 0..n-1 and give the
+    config their layer types, exactly as the export will.
+
+    Qwen2 picks each layer's mask by ``config.layer_types[i]`` for the i-th layer it runs,
+    and the cache is built from ``layer_types`` and indexed by ``layer_idx``.
+    """
+    layers = base.layers
+    if not isinstance(layers, DynamicLayerList):
+        return
+    kept = layers.kept_layers()
+    if len(kept) == len(layers):
+        return
+    saved_types = getattr(base.config, "layer_types", None)
+    saved = (saved_types, [layer.self_attn.layer_idx for layer in kept])
+    base.__dict__["_nasframe_saved_layer_view"] = saved
+    if saved_types is not None:
+        base.config.layer_types = [saved_types[layer.self_attn.layer_idx] for layer in kept]
+    for index, layer in enumerate(kept):
+        layer.self_attn.layer_idx = index
+
+
+def _restore_all_layers(base: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+    saved = base.__dict__.pop("_nasframe_saved_layer_view", None)
+    if saved is None:
+        return
+    saved_types, indices = saved
+    if saved_types is not None:
+        base.config.layer_types = saved_types
+    for layer, index in zip(base.layers.kept_layers(), indices, strict=True):
+        layer.self_attn.layer_idx = index
+
+
+def _install_kept_layer_view(base: nn.Module) -> None:
+    """Hooks that run :func:`_show_kept_layers` around every forward of ``base`` (the
+    restore runs even when the forward raises)."""
+    base.register_forward_pre_hook(_show_kept_layers, with_kwargs=True)
+    base.register_forward_hook(_restore_all_layers, with_kwargs=True, always_call=True)
+
+
+def _remove_kept_layer_view(base: nn.Module) -> None:
+    """An exported model has plain layers: drop the hooks (copied along with the model)."""
+    for hooks, function, extras in (
+        (base._forward_pre_hooks, _show_kept_layers, (base._forward_pre_hooks_with_kwargs,)),
+        (
+            base._forward_hooks,
+            _restore_all_layers,
+            (base._forward_hooks_with_kwargs, base._forward_hooks_always_called),
+        ),
+    ):
+        for hook_id, hook in list(hooks.items()):
+            if hook is function:
+                del hooks[hook_id]
+                for extra in extras:
+                    extra.pop(hook_id, None)
+
+
+def config_sizes(model: nn.Module) -> tuple[dict[str, Any], list[str]]:
+    """The config fields an exported Llama-style model's sizes set, and why no plain config
+    can describe it (sizes that differ between layers, sizes transformers rejects)."""
+    layers = list(_decoder_layers(model))
+    per_layer = {
+        "intermediate_size": {layer.mlp.down_proj.in_features for layer in layers},
+        "num_attention_heads": {
+            layer.self_attn.q_proj.out_features // layer.self_attn.head_dim for layer in layers
+        },
+        "num_key_value_heads": {
+            layer.self_attn.k_proj.out_features // layer.self_attn.head_dim for layer in layers
+        },
+    }
+    problems = [
+        f"{key} differs between layers" for key, values in per_layer.items() if len(values) > 1
+    ]
+    sizes: dict[str, Any] = {
+        key: next(iter(values)) for key, values in per_layer.items() if len(values) == 1
+    }
+    base = getattr(model, "model", model)
+    sizes["hidden_size"] = base.embed_tokens.embedding_dim
+    sizes["num_hidden_layers"] = len(layers)
+    if layers:
+        sizes["head_dim"] = layers[0].self_attn.head_dim
+    heads = sizes.get("num_attention_heads")
+    if heads and sizes["hidden_size"] % heads:
+        problems.append(
+            f"hidden_size {sizes['hidden_size']} is not a multiple of num_attention_heads "
+            f"{heads}, which transformers' config validation requires"
+        )
+    return sizes, problems
+
+
+def finalize_export(model: nn.Module) -> None:
+    """Renumber the kept layers and write the sizes into the exported model's config.
+
+    Layer indices select each layer's cache slot and attention type, so after layers are
+    removed they must count 0..n-1 again, with ``config.layer_types`` following them. Sizes
+    that differ between layers cannot be written; ``nasframe.load`` restores such models.
+    """
+    if not is_family(model):
+        return
+    _remove_kept_layer_view(getattr(model, "model", model))
+    config = model.config
+    layer_types = getattr(config, "layer_types", None)
+    kept_types = []
+    for new_index, layer in enumerate(_decoder_layers(model)):
+        old_index = layer.self_attn.layer_idx
+        if layer_types is not None:
+            kept_types.append(layer_types[old_index])
+        layer.self_attn.layer_idx = new_index
+        if hasattr(layer, "layer_idx"):
+            layer.layer_idx = new_index
+    if layer_types is not None:
+        config.layer_types = kept_types
+    sizes, _ = config_sizes(model)
+    for key, value in sizes.items():
+        setattr(config, key, value)
