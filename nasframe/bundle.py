@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,9 @@ class ModelEntry:
     description: str
     load: Callable[..., ModelBundle]
     architecture: Callable[..., nn.Module]
+    # The job's sizes that suit this model (``divisor``, ``seq_len``, ``batch_size``,
+    # ``calibration_batches``, ``score_batches``, ``eval_batches``); flags override them.
+    job_defaults: Mapping[str, int] = field(default_factory=dict)
 
     def load_bundle(self, progress: bool = True, trust_remote_code: bool = False) -> ModelBundle:
         """Call ``load``, passing ``trust_remote_code`` only to loaders that accept it.

@@ -90,27 +90,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="restrict the search to configs with the same sizes in every layer, so the result "
         "loads in plain transformers",
     )
+    model_default = " (default: the model's; see docs/user-guide.md)"
     search.add_argument(
         "--divisor",
         type=_positive_int,
-        default=defaults.divisor,
-        help="keep widths that are multiples of this",
+        help="keep widths that are multiples of this" + model_default,
     )
-    search.add_argument("--seq-len", type=_positive_int, default=defaults.seq_len)
-    search.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    search.add_argument("--seq-len", type=_positive_int, help="tokens per sequence" + model_default)
+    search.add_argument(
+        "--batch-size", type=_positive_int, help="sequences per batch" + model_default
+    )
     search.add_argument(
         "--calibration-batches",
         type=_positive_int,
-        default=defaults.calibration_batches,
-        help="batches used to score units (gradnas)",
+        help="batches used to score units (gradnas)" + model_default,
     )
     search.add_argument(
         "--score-batches",
         type=_positive_int,
-        default=defaults.score_batches,
-        help="held-back calibration batches a measured score_func uses (fastnas)",
+        help="held-back calibration batches a measured score_func uses (fastnas)" + model_default,
     )
-    search.add_argument("--eval-batches", type=_positive_int, default=defaults.eval_batches)
+    search.add_argument(
+        "--eval-batches",
+        type=_positive_int,
+        help="batches of the evaluation text for perplexity" + model_default,
+    )
     search.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     return parser
 

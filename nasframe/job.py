@@ -14,9 +14,9 @@ import json
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +46,44 @@ class JobSettings:
 
     algorithm: str = "gradnas"
     constraint: str = "params=80%"
-    model: str = "byte-mlp"
+    model: str = "smollm2-135m"
     data: str | None = None
     out: str = "nasframe-out"
     checkpoint: str | None = None  # None: a file in OUT named after the job's inputs
     use_checkpoint: bool = True
-    divisor: int = 8
-    seq_len: int = 64
-    batch_size: int = 16
-    calibration_batches: int = 32
-    score_batches: int = 4
-    eval_batches: int = 32
+    # Sizes: None takes the model's own job defaults (ModelEntry.job_defaults), then these.
+    divisor: int | None = None
+    seq_len: int | None = None
+    batch_size: int | None = None
+    calibration_batches: int | None = None
+    score_batches: int | None = None
+    eval_batches: int | None = None
     verbose: bool = True
     uniform: bool = False  # the same size in every layer, so plain transformers loads it
     trust_remote_code: bool = False  # let a model directory run its own Python code
+
+
+# Sizes for a model that states none (a byte-level model: long sequences are cheap).
+FALLBACK_SIZES = {
+    "divisor": 8,
+    "seq_len": 64,
+    "batch_size": 16,
+    "calibration_batches": 32,
+    "score_batches": 4,
+    "eval_batches": 32,
+}
+
+
+def with_model_defaults(settings: JobSettings, job_defaults: Mapping[str, int]) -> JobSettings:
+    """``settings`` with every size the user left unset filled from the model, then the
+    fallback: flags beat the model's defaults, which beat nasframe's."""
+    filled = {
+        key: value
+        if (value := getattr(settings, key)) is not None
+        else job_defaults.get(key, fallback)
+        for key, fallback in FALLBACK_SIZES.items()
+    }
+    return replace(settings, **filled)
 
 
 @dataclass
@@ -93,6 +117,7 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
     with phase("load_model"):
         log(f"loading model {settings.model} ...")
         entry = get_model_entry(settings.model)
+        settings = with_model_defaults(settings, entry.job_defaults)
         bundle = entry.load_bundle(
             progress=settings.verbose, trust_remote_code=settings.trust_remote_code
         )
@@ -101,14 +126,13 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
         calibration, held_back, evaluation = _batches(corpus, bundle.encode, settings)
     dummy_input = evaluation[0][:1, :-1]
     with phase("evaluate_before"):
-        ppl_before = perplexity(model, evaluation)
+        ppl_before = perplexity(model, evaluation, _label("perplexity before", settings))
         params_before = _count_params(model)
         flops_before = _count_flops(model, dummy_input)
     log(f"before: perplexity {ppl_before:.3f}, {params_before:,} params, {flops_before:,} FLOPs")
 
     with phase("convert"):
-        rules = {"*": ChoiceRule(divisor=settings.divisor)}
-        space = convert(model, rules)
+        space = convert(model, job_rules(settings.divisor))
     if not space.hparams and settings.divisor > 1:
         raise UserInputError(
             f"--divisor {settings.divisor} leaves nothing to prune in {settings.model}: no "
@@ -121,7 +145,7 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
     with phase("export"):
         pruned = export(space, inplace=True).eval()
     with phase("evaluate_after"):
-        ppl_after = perplexity(pruned, evaluation)
+        ppl_after = perplexity(pruned, evaluation, _label("perplexity after", settings))
         params_after = _count_params(pruned)
         flops_after = _count_flops(pruned, dummy_input)
     log(f"after:  perplexity {ppl_after:.3f}, {params_after:,} params, {flops_after:,} FLOPs")
@@ -213,8 +237,9 @@ def _check_uniform_supported(searcher, settings: JobSettings) -> None:
 
 def _batches(corpus: TextCorpus, encode, settings: JobSettings):
     """Calibration batches, held-back score batches (fastnas), evaluation batches."""
-    calibration_ids = encode(corpus.calibration)
     wanted = settings.calibration_batches + settings.score_batches
+    row = settings.batch_size * (settings.seq_len + 1)
+    calibration_ids = encode_enough(encode, corpus.calibration, wanted * row)
     batches = token_batches(calibration_ids, settings.seq_len, settings.batch_size, wanted)
     if len(batches) < 2:
         raise UserInputError(
@@ -225,11 +250,40 @@ def _batches(corpus: TextCorpus, encode, settings: JobSettings):
         held = settings.score_batches
     else:  # short text: hold back a fifth at most, calibrate on the rest
         held = min(settings.score_batches, max(1, len(batches) // 5))
+    evaluation_ids = encode_enough(encode, corpus.evaluation, settings.eval_batches * row)
     evaluation = token_batches(
-        encode(corpus.evaluation), settings.seq_len, settings.batch_size, settings.eval_batches
+        evaluation_ids, settings.seq_len, settings.batch_size, settings.eval_batches
     )
     calibration = batches[: min(settings.calibration_batches, len(batches) - held)]
     return calibration, batches[len(batches) - held :], evaluation
+
+
+def encode_enough(encode: Callable[[str], list[int]], text: str, needed: int) -> list[int]:
+    """The token ids of the shortest prefix of ``text``, cut at a blank line, that gives at
+    least ``needed`` tokens (all of ``text`` when it has fewer).
+
+    The built-in corpus is megabytes of text, and a subword tokenizer spends seconds on it
+    when the job needs a few batches; the prefix depends only on the text, so the batches
+    are as deterministic as before.
+    """
+    length = max(8 * needed, 1 << 14)  # characters; doubled until there are enough tokens
+    while length < len(text):
+        cut = text.rfind("\n\n", 0, length)
+        ids = encode(text[: cut if cut > 0 else length])
+        if len(ids) >= needed:
+            return ids
+        length *= 2
+    return encode(text)
+
+
+def job_rules(divisor: int) -> dict[str, ChoiceRule]:
+    """Widths in multiples of ``divisor`` (hardware-friendly); counts of layers and heads by
+    one, since a multiple of 8 or 32 would leave them nothing to choose."""
+    return {
+        "*.depth": ChoiceRule(),
+        "*heads*": ChoiceRule(),
+        "*": ChoiceRule(divisor=divisor),
+    }
 
 
 def _check_parents(path: Path, flag: str) -> None:
@@ -288,6 +342,11 @@ def _job_key(settings: JobSettings, corpus: TextCorpus) -> str:
     if settings.uniform:  # only when set, so earlier checkpoints keep their names
         inputs["uniform"] = True
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _label(text: str, settings: JobSettings) -> str | None:
+    """A progress-bar label, or None (no bar) with --quiet."""
+    return text if settings.verbose else None
 
 
 def _count_params(model: torch.nn.Module) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from nasframe.errors import UserInputError
 
@@ -95,11 +96,15 @@ def next_token_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
 
-def perplexity(model: nn.Module, batches: Sequence[torch.Tensor]) -> float:
+def perplexity(
+    model: nn.Module, batches: Sequence[torch.Tensor], progress: str | None = None
+) -> float:
     """Return ``exp`` of the token-weighted mean next-token loss over ``batches``.
 
     The model is evaluated in eval mode without gradients and put back into the training mode it
     was in, so measuring in the middle of a search or a training loop changes nothing.
+    ``progress`` is a label for a progress bar (none when None): a real model takes seconds
+    per batch on a CPU.
     """
     if len(batches) == 0:
         raise ValueError("perplexity needs at least one batch")
@@ -109,7 +114,7 @@ def perplexity(model: nn.Module, batches: Sequence[torch.Tensor]) -> float:
     total_tokens = 0
     try:
         with torch.no_grad():
-            for batch in batches:
+            for batch in tqdm(batches, desc=progress, disable=progress is None, leave=False):
                 n_targets = batch[:, 1:].numel()
                 total_loss += next_token_loss(model, batch).item() * n_targets
                 total_tokens += n_targets

@@ -138,6 +138,9 @@ class BinarySearcher(BaseSearcher):
     #: Whether sensitivities are measured with the user's score_func (fastnas) or derived
     #: from unit scores (gradnas); tells callers such as the CLI what to pass.
     uses_score_func: ClassVar[bool] = True
+    #: Longest time between checkpoint writes while measuring sensitivities: an interrupted
+    #: search loses at most this much work.
+    SAVE_INTERVAL_S: ClassVar[float] = 2.0
 
     @property
     def default_search_config(self) -> dict[str, Any]:
@@ -223,9 +226,20 @@ class BinarySearcher(BaseSearcher):
             hparams[name].importance = scores[hparams[name].unit_ids]
         self.space.sort_parameters()
         with self.phase("sensitivity"):
-            for name in self.progress(names, desc="hparams"):
-                if name not in checkpoint.sensitivity:
-                    checkpoint.sensitivity[name] = self.compute_sensitivity(name)
+            # Rewriting the checkpoint after every hparam costs more than computing a cheap
+            # sensitivity (gradnas's): save at most every SAVE_INTERVAL_S, and at the end or
+            # when interrupted (Ctrl-C, SIGTERM, an error), so finished work is never lost.
+            last_save, unsaved = time.monotonic(), False
+            try:
+                for name in self.progress(names, desc="hparams"):
+                    if name not in checkpoint.sensitivity:
+                        checkpoint.sensitivity[name] = self.compute_sensitivity(name)
+                        unsaved = True
+                        if time.monotonic() - last_save >= self.SAVE_INTERVAL_S:
+                            checkpoint.save()
+                            last_save, unsaved = time.monotonic(), False
+            finally:
+                if unsaved:
                     checkpoint.save()
         with self.phase("allocation"):
             sensitivity = {name: checkpoint.sensitivity[name] for name in names}

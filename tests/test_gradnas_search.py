@@ -245,6 +245,27 @@ def test_sensitivities_are_the_pruned_score_mass_for_every_choice() -> None:
         assert degradation == pytest.approx(float(ordered[kept:].sum()), rel=1e-5, abs=1e-12)
 
 
+def test_sensitivity_read_off_the_scores_equals_evaluating_gradnas_score_func() -> None:
+    """gradnas's sensitivity skips the model walk; it must give what evaluating
+    gradnas_score_func on the pruned model (the seed's definition) gives."""
+    from nasframe.searcher import BinarySearcher
+
+    torch.manual_seed(0)
+    model = AttentionLM(vocab=11, dim=8, heads=4)
+    space = convert(model)
+    generator = torch.Generator().manual_seed(4)
+    for hparam in space.hparams.values():
+        hparam.importance = torch.rand(hparam.max, generator=generator)
+    searcher = GradientBinarySearcher()
+    searcher.space, searcher.config = space, {"score_func": None}
+    for name in space.hparams:
+        fast = searcher.compute_sensitivity(name)
+        walked = BinarySearcher.compute_sensitivity(searcher, name)
+        assert fast.keys() == walked.keys()
+        for size, value in fast.items():
+            assert value == pytest.approx(walked[size], rel=1e-6, abs=1e-9)
+
+
 # --- through the public entry point ----------------------------------------------------------
 
 

