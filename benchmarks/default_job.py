@@ -1,10 +1,12 @@
 """Time the README's main job (``nasframe search --algo gradnas``) and compare gradnas with
-fastnas on the same built-in model and text.
+fastnas on the same model and built-in text.
 
 Runs each command as a fresh process (as a user would), ``--repeats`` times, and prints the
-median wall time with the summary figures of the last run. Usage:
+median wall time with the summary figures of the last run. ``--model`` passes a model (the
+job's default, SmolLM2-135M, when omitted); ``--algos`` picks the algorithms (fastnas on
+SmolLM2 evaluates the model about 1,700 times: hours on a CPU). Usage:
 
-    python benchmarks/default_job.py [--repeats 3] [--out /tmp/nasframe-bench]
+    python benchmarks/default_job.py [--repeats 3] [--model byte-mlp] [--algos gradnas,fastnas]
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from pathlib import Path
 
 
-def run(algorithm: str, out: Path) -> tuple[float, dict]:
+def run(algorithm: str, out: Path, model: str | None) -> tuple[float, dict]:
     command = [
         sys.executable,
         "-m",
@@ -32,6 +34,7 @@ def run(algorithm: str, out: Path) -> tuple[float, dict]:
         str(out),
         "--no-checkpoint",
         "--quiet",
+        *(["--model", model] if model else []),
     ]
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -43,14 +46,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("/tmp/nasframe-bench"))
+    parser.add_argument("--model", help="--model for the job (default: the job's own)")
+    parser.add_argument("--algos", default="gradnas,fastnas", help="comma-separated")
     args = parser.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     )
-    for algorithm in ("gradnas", "fastnas"):
+    for algorithm in args.algos.split(","):
         walls, summary = [], {}
         for _ in range(args.repeats):
-            wall, summary = run(algorithm, args.out / algorithm)
+            wall, summary = run(algorithm, args.out / algorithm, args.model)
             walls.append(wall)
         t = summary["timings_s"]
         s = summary["search"]["timings_s"]

@@ -189,7 +189,14 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
         },
     }
     with phase("save"):
-        save(pruned, out, result.config, bundle.architecture, extra={"summary": SUMMARY_FILE})
+        save(
+            pruned,
+            out,
+            result.config,
+            bundle.architecture,
+            extra={"summary": SUMMARY_FILE},
+            kept_units=space.kept_units(),
+        )
         summary["exports"] = _save_plain(bundle, pruned, out, log)
     summary["timings_s"] = timings
     atomic_write_json(out / SUMMARY_FILE, summary)

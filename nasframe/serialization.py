@@ -33,8 +33,14 @@ def save(
     config: dict[str, int],
     architecture: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    kept_units: dict[str, list[int]] | None = None,
 ) -> Path:
-    """Write ``model`` (an exported plain model) and what rebuilds it into ``directory``."""
+    """Write ``model`` (an exported plain model) and what rebuilds it into ``directory``.
+
+    ``kept_units`` (``space.kept_units()``) records which layers a depth hparam kept: layers
+    are never reordered, so the kept ones are not simply the first ones, and a rebuilt model
+    needs them to give every remaining layer its own sizes.
+    """
     directory = Path(directory)
     weights = directory / WEIGHTS_FILE
     atomic_write(weights, lambda tmp: safetensors.torch.save_model(model, tmp))
@@ -45,6 +51,7 @@ def save(
             "version": FORMAT_VERSION,
             "architecture": architecture or {},
             "config": dict(config),
+            "kept_units": {name: list(units) for name, units in (kept_units or {}).items()},
             "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights)},
             "extra": extra or {},
         },
@@ -96,6 +103,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
             )
         model = build_architecture(architecture["name"], architecture.get("kwargs", {}))
     space = convert(model)
+    space.keep_units(metadata.get("kept_units") or {})
     space.select(metadata["config"])
     pruned = export(space, inplace=True)
     if rebuilt:

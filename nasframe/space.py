@@ -105,6 +105,34 @@ class SearchSpace:
                         presence.setdefault(id(item), []).append((hparam, position))
         return presence
 
+    def kept_units(self) -> dict[str, list[int]]:
+        """Positions kept by each hparam whose units are never reordered (layers), when it
+        keeps fewer than all: what ``nasframe.save`` records so a load keeps the same ones."""
+        return {
+            name: sorted(hp.kept_positions(hp.active))
+            for name, hp in self.all_hparams.items()
+            if not hp.permutable and hp.active < hp.max
+        }
+
+    def keep_units(self, kept: Mapping[str, list[int]]) -> None:
+        """Make each named hparam keep exactly the listed positions at that size (the inverse
+        of :meth:`kept_units`, for a rebuilt model)."""
+        for name, positions in kept.items():
+            hparam = self.all_hparams.get(name)
+            if hparam is None:
+                raise UserInputError(
+                    f"kept units name an unknown hparam {name!r}; pass the same architecture "
+                    "the model was pruned from."
+                )
+            if not all(isinstance(p, int) and 0 <= p < hparam.max for p in positions):
+                raise UserInputError(
+                    f"kept units of {name!r} must be positions below {hparam.max}, got "
+                    f"{positions!r}; re-export the model."
+                )
+            importance = torch.zeros(hparam.max)
+            importance[list(positions)] = 1.0
+            hparam.importance = importance
+
     def config(self) -> Config:
         return {name: hp.active for name, hp in self.hparams.items()}
 

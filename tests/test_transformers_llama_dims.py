@@ -358,3 +358,34 @@ def test_the_hidden_size_mask_zeroes_the_channel_in_the_whole_residual_stream():
             hook.remove()
     assert len(seen) == 4
     assert all(torch.equal(values, torch.zeros_like(values)) for values in seen)
+
+
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_a_per_layer_config_is_restored_exactly_by_nasframe_load(tmp_path, attention):
+    """Heads, KV groups, widths differing per layer, layers and hidden size removed: no plain
+    config can hold that, nasframe.save/load does (architecture from the original config)."""
+    from nasframe_transformers import clean_config_dict
+
+    model = tiny_model(attention=attention)
+    architecture = {"name": "transformers", "kwargs": {"config": clean_config_dict(model.config)}}
+    space = nasframe.convert(model)
+    random_importance(space)
+    space.sort_parameters()
+    config = {
+        "model.hidden_size": 40,
+        "model.layers.depth": 2,
+        "model.layers.0.self_attn.num_key_value_heads": 1,
+        "model.layers.1.self_attn.query_heads_per_group": 1,
+        "model.layers.2.mlp.intermediate_size": 8,
+    }
+    space.select(config)
+    exported = nasframe.export(space)
+    kept = space.kept_units()
+    assert kept == {
+        "model.layers.depth": sorted(space.all_hparams["model.layers.depth"].order[:2].tolist())
+    }
+    nasframe.save(exported, tmp_path / "nf", space.config(), architecture, kept_units=kept)
+    restored = nasframe.load(tmp_path / "nf")
+    assert not restored.training
+    assert n_params(restored) == n_params(exported)
+    torch.testing.assert_close(logits(restored), logits(exported), atol=1e-6, rtol=0)

@@ -15,17 +15,20 @@ family's own code.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from nasframe.dynamic import DynamicModule, SlotDim
+from nasframe_transformers.wrapped import (
+    WrappedModule,
+    copy_plain_attributes,
+    dynamic_subclass,
+    plain_linear,
+)
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
-# Attributes the dynamic module computes itself rather than copying from the original.
-_DERIVED = frozenset({"SLOTS", "num_key_value_groups", "training"})
 
 
 class SlicedProjection(nn.Linear):
@@ -49,33 +52,17 @@ class SlicedProjection(nn.Linear):
         return nn.functional.linear(input, weight, bias)
 
 
-def _plain_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    plain = nn.Linear(
-        weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device
-    ).to(weight.dtype)
-    with torch.no_grad():
-        plain.weight.copy_(weight)
-        if bias is not None:
-            plain.bias.copy_(bias)
-    return plain
-
-
-class DynamicGQAttention(DynamicModule):
+class DynamicGQAttention(WrappedModule):
     """Mixin over a transformers attention class (see :func:`dynamic_attention_class`)."""
 
-    PLAIN_CLASS: ClassVar[type[nn.Module]]
+    PROJECTIONS = PROJECTIONS
+    DERIVED = frozenset({"SLOTS", "num_key_value_groups"})
+    adopt_projection = staticmethod(SlicedProjection.adopt)
+    plain_projection = staticmethod(plain_linear)
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicGQAttention:
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for key, value in vars(module).items():
-            if not key.startswith("_") and key not in _DERIVED:
-                setattr(new, key, value)
-        for name, child in module.named_children():
-            adopted = SlicedProjection.adopt(child) if name in PROJECTIONS else child
-            setattr(new, name, adopted)
-        new.train(module.training)
+        new = cls.adopt(module)
         head_dim = module.head_dim
         kv_heads = module.k_proj.out_features // head_dim
         per_group = module.q_proj.out_features // (head_dim * kv_heads)
@@ -111,42 +98,13 @@ class DynamicGQAttention(DynamicModule):
         """Query heads per KV group, as ``repeat_kv`` and SDPA's GQA path read it."""
         return self.active_size("query_heads_per_group")
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        for name in PROJECTIONS:
-            projection = getattr(self, name)
-            projection.override = (
-                self.sliced(f"{name}.weight"),
-                self.sliced(f"{name}.bias"),
-            )
-        try:
-            return super().forward(*args, **kwargs)
-        finally:
-            for name in PROJECTIONS:
-                getattr(self, name).override = None
-
-    def export(self) -> nn.Module:
-        plain = self.PLAIN_CLASS.__new__(self.PLAIN_CLASS)
-        nn.Module.__init__(plain)
-        for key, value in vars(self).items():
-            if not key.startswith("_") and key not in _DERIVED:
-                setattr(plain, key, value)
-        for name, child in self.named_children():
-            if name in PROJECTIONS:
-                child = _plain_linear(self.sliced(f"{name}.weight"), self.sliced(f"{name}.bias"))
-            setattr(plain, name, child)
-        plain.num_key_value_groups = self.num_key_value_groups
-        plain.train(self.training)
-        return plain
+    def plain_attributes(self) -> dict[str, Any]:
+        return {"num_key_value_groups": self.num_key_value_groups}
 
 
-@functools.cache
 def dynamic_attention_class(plain_class: type[nn.Module]) -> type[DynamicGQAttention]:
     """The dynamic subclass of a family's attention class (one per class, made once)."""
-    return type(
-        f"Dynamic{plain_class.__name__}",
-        (DynamicGQAttention, plain_class),
-        {"PLAIN_CLASS": plain_class, "__module__": __name__},
-    )
+    return dynamic_subclass(DynamicGQAttention, plain_class)
 
 
 def setup_gqa_heads(module: DynamicGQAttention) -> Any:
@@ -200,9 +158,7 @@ class DynamicHFRMSNorm(DynamicModule):
     def convert(cls, module: nn.Module) -> DynamicHFRMSNorm:
         new = cls.__new__(cls)
         nn.Module.__init__(new)
-        for key, value in vars(module).items():
-            if not key.startswith("_") and key != "training":
-                setattr(new, key, value)
+        copy_plain_attributes(module, new, frozenset({"SLOTS"}))
         new.weight = module.weight
         new.train(module.training)
         new._init_slots()
@@ -218,18 +174,12 @@ class DynamicHFRMSNorm(DynamicModule):
     def export(self) -> nn.Module:
         plain = self.PLAIN_CLASS.__new__(self.PLAIN_CLASS)
         nn.Module.__init__(plain)
-        for key, value in vars(self).items():
-            if not key.startswith("_") and key not in ("training", "SLOTS"):
-                setattr(plain, key, value)
+        copy_plain_attributes(self, plain, frozenset({"SLOTS"}))
         plain.weight = nn.Parameter(self.sliced("weight").detach().clone())
         plain.train(self.training)
         return plain
 
 
-@functools.cache
 def dynamic_rmsnorm_class(plain_class: type[nn.Module]) -> type[DynamicHFRMSNorm]:
-    return type(
-        f"Dynamic{plain_class.__name__}",
-        (DynamicHFRMSNorm, plain_class),
-        {"PLAIN_CLASS": plain_class, "__module__": __name__},
-    )
+    """The dynamic subclass of a family's RMSNorm class (one per class, made once)."""
+    return dynamic_subclass(DynamicHFRMSNorm, plain_class)

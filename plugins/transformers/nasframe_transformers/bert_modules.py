@@ -20,49 +20,25 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from nasframe.dynamic import DynamicLinear, DynamicModule, SlotDim
+from nasframe.dynamic import DynamicLinear, SlotDim
 from nasframe_transformers.attention import SlicedProjection
+from nasframe_transformers.wrapped import WrappedModule, dynamic_subclass, plain_linear
 
 PROJECTIONS = ("query", "key", "value")
-# Attributes the dynamic module computes itself rather than copying from the original.
-_DERIVED = frozenset({"SLOTS", "num_attention_heads", "all_head_size", "training"})
 
 
-def _copy_attributes(source: nn.Module, target: nn.Module) -> None:
-    """Plain attributes (config, head size, scaling, layer index) of ``source`` on ``target``."""
-    for key, value in vars(source).items():
-        if not key.startswith("_") and key not in _DERIVED:
-            setattr(target, key, value)
-
-
-def _plain_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    plain = nn.Linear(
-        weight.shape[1],
-        weight.shape[0],
-        bias=bias is not None,
-        device=weight.device,
-        dtype=weight.dtype,
-    )
-    with torch.no_grad():
-        plain.weight.copy_(weight)
-        if bias is not None:
-            plain.bias.copy_(bias)
-    return plain
-
-
-class DynamicBertSelfAttention(DynamicModule):
+class DynamicBertSelfAttention(WrappedModule):
     """Mixin over a BERT self-attention class (see :func:`dynamic_self_attention_class`)."""
 
-    PLAIN_CLASS: ClassVar[type[nn.Module]]
+    PROJECTIONS = PROJECTIONS
+    # Computed from the kept heads rather than copied from the original.
+    DERIVED = frozenset({"SLOTS", "num_attention_heads", "all_head_size"})
+    adopt_projection = staticmethod(SlicedProjection.adopt)
+    plain_projection = staticmethod(plain_linear)
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicBertSelfAttention:
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        _copy_attributes(module, new)
-        for name, child in module.named_children():
-            setattr(new, name, SlicedProjection.adopt(child) if name in PROJECTIONS else child)
-        new.train(module.training)
+        new = cls.adopt(module)
         head_size = module.attention_head_size
         # Per instance: the unit size is this model's head size.
         new.SLOTS = {
@@ -85,40 +61,16 @@ class DynamicBertSelfAttention(DynamicModule):
     def all_head_size(self) -> int:
         return self.num_attention_heads * self.attention_head_size
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        for name in PROJECTIONS:
-            getattr(self, name).override = (
-                self.sliced(f"{name}.weight"),
-                self.sliced(f"{name}.bias"),
-            )
-        try:
-            return super().forward(*args, **kwargs)
-        finally:
-            for name in PROJECTIONS:
-                getattr(self, name).override = None
-
-    def export(self) -> nn.Module:
-        plain = self.PLAIN_CLASS.__new__(self.PLAIN_CLASS)
-        nn.Module.__init__(plain)
-        _copy_attributes(self, plain)
-        for name, child in self.named_children():
-            if name in PROJECTIONS:
-                child = _plain_linear(self.sliced(f"{name}.weight"), self.sliced(f"{name}.bias"))
-            setattr(plain, name, child)
-        plain.num_attention_heads = self.num_attention_heads
-        plain.all_head_size = self.all_head_size
-        plain.train(self.training)
-        return plain
+    def plain_attributes(self) -> dict[str, Any]:
+        return {
+            "num_attention_heads": self.num_attention_heads,
+            "all_head_size": self.all_head_size,
+        }
 
 
-@functools.cache
 def dynamic_self_attention_class(plain_class: type[nn.Module]) -> type[DynamicBertSelfAttention]:
     """The dynamic subclass of a BERT self-attention class (one per class, made once)."""
-    return type(
-        f"Dynamic{plain_class.__name__}",
-        (DynamicBertSelfAttention, plain_class),
-        {"PLAIN_CLASS": plain_class, "__module__": __name__},
-    )
+    return dynamic_subclass(DynamicBertSelfAttention, plain_class)
 
 
 class DynamicHeadInputLinear(DynamicLinear):

@@ -34,8 +34,7 @@ too under ``scale_attn_by_inverse_layer_idx``; it prunes the FFN width and other
 
 from __future__ import annotations
 
-import functools
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,7 +44,6 @@ from nasframe.dynamic import (
     DynamicEmbedding,
     DynamicLayerNorm,
     DynamicLinear,
-    DynamicModule,
     SlotDim,
 )
 from nasframe.ties import TieAnalysis
@@ -55,14 +53,13 @@ from nasframe_transformers.conv1d import (
     plain_conv1d,
     setup_conv1d_input,
 )
+from nasframe_transformers.wrapped import WrappedModule, dynamic_subclass
 
 GPT2_MODEL_TYPES = frozenset({"gpt2"})
 PROJECTIONS = ("c_attn", "c_proj")
-# Attributes the dynamic attention computes from the kept heads rather than copying.
-_DERIVED = frozenset({"SLOTS", "num_heads", "split_size", "embed_dim", "training"})
 
 
-class DynamicGPT2Attention(DynamicModule):
+class DynamicGPT2Attention(WrappedModule):
     """Mixin over GPT-2's attention class (see :func:`dynamic_gpt2_attention_class`).
 
     It runs GPT-2's own forward (eager, SDPA, ``reorder_and_upcast_attn``) with the two
@@ -71,18 +68,15 @@ class DynamicGPT2Attention(DynamicModule):
     reshape see the pruned width while ``head_dim`` and ``scaling`` stay the original ones.
     """
 
-    PLAIN_CLASS: ClassVar[type[nn.Module]]
+    PROJECTIONS = PROJECTIONS
+    # Computed from the kept heads rather than copied from the original.
+    DERIVED = frozenset({"SLOTS", "num_heads", "split_size", "embed_dim"})
+    adopt_projection = staticmethod(SlicedConv1D.adopt)
+    plain_projection = staticmethod(plain_conv1d)
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicGPT2Attention:
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for key, value in vars(module).items():
-            if not key.startswith("_") and key not in _DERIVED:
-                setattr(new, key, value)
-        for name, child in module.named_children():
-            setattr(new, name, SlicedConv1D.adopt(child) if name in PROJECTIONS else child)
-        new.train(module.training)
+        new = cls.adopt(module)
         head_dim = module.head_dim
         new.SLOTS = {
             "num_heads": (
@@ -112,42 +106,17 @@ class DynamicGPT2Attention(DynamicModule):
     def embed_dim(self) -> int:
         return self.split_size
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        for name in PROJECTIONS:
-            getattr(self, name).override = (
-                self.sliced(f"{name}.weight"),
-                self.sliced(f"{name}.bias"),
-            )
-        try:
-            return super().forward(*args, **kwargs)
-        finally:
-            for name in PROJECTIONS:
-                getattr(self, name).override = None
-
-    def export(self) -> nn.Module:
-        plain = self.PLAIN_CLASS.__new__(self.PLAIN_CLASS)
-        nn.Module.__init__(plain)
-        for key, value in vars(self).items():
-            if not key.startswith("_") and key not in _DERIVED:
-                setattr(plain, key, value)
-        for name, child in self.named_children():
-            if name in PROJECTIONS:
-                child = plain_conv1d(self.sliced(f"{name}.weight"), self.sliced(f"{name}.bias"))
-            setattr(plain, name, child)
-        plain.num_heads = self.num_heads
-        plain.split_size = plain.embed_dim = self.split_size
-        plain.train(self.training)
-        return plain
+    def plain_attributes(self) -> dict[str, Any]:
+        return {
+            "num_heads": self.num_heads,
+            "split_size": self.split_size,
+            "embed_dim": self.split_size,
+        }
 
 
-@functools.cache
 def dynamic_gpt2_attention_class(plain_class: type[nn.Module]) -> type[DynamicGPT2Attention]:
     """The dynamic subclass of a GPT-2 attention class (one per class, made once)."""
-    return type(
-        f"Dynamic{plain_class.__name__}",
-        (DynamicGPT2Attention, plain_class),
-        {"PLAIN_CLASS": plain_class, "__module__": __name__},
-    )
+    return dynamic_subclass(DynamicGPT2Attention, plain_class)
 
 
 def setup_gpt2_heads(module: DynamicGPT2Attention) -> Any:
