@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasframe import distributed
 from nasframe.atomic import atomic_write_json
 from nasframe.errors import UserInputError
 
@@ -64,7 +65,9 @@ class SearchCheckpoint:
         self.extra = data.get("extra", {})
 
     def save(self) -> None:
-        if self.path is None:
+        """Write the checkpoint (atomically); in a data-parallel run only rank 0 writes, the
+        other ranks hold the same state."""
+        if self.path is None or not distributed.is_main():
             return
         atomic_write_json(
             self.path,

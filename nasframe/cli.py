@@ -202,9 +202,27 @@ def _search(args: argparse.Namespace) -> int:
         uniform=args.uniform,
         trust_remote_code=args.trust_remote_code,
     )
-    log = (lambda _: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
-    report = run_job(settings, log=log)
-    _print_summary(report.summary, report.out)
+    import torch.distributed as dist
+
+    from nasframe import distributed
+
+    # Under torchrun every rank runs this; rank 0 alone logs, prints and writes.
+    distributed.init_from_environment()
+    main_rank, rank = distributed.is_main(), distributed.rank()
+    try:
+        quiet = args.quiet or not main_rank
+        log = (lambda _: None) if quiet else (lambda line: print(line, file=sys.stderr))
+        report = run_job(settings, log=log)
+    except dist.DistError as error:  # a peer died or the collective timed out
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserInputError(
+            f"rank {rank}: a collective operation failed ({reason}); another rank probably "
+            "stopped with an error: see its message above."
+        ) from error
+    finally:
+        distributed.shutdown()
+    if main_rank:
+        _print_summary(report.summary, report.out)
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import shutil
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from nasframe import distributed
 from nasframe.atomic import atomic_write_directory, atomic_write_json
 from nasframe.bundle import ModelBundle, get_model_entry
 from nasframe.constraints import Constraint
@@ -94,7 +96,13 @@ class JobReport:
 
 
 def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobReport:
-    """Run the whole job and return its summary (also written to ``OUT/summary.json``)."""
+    """Run the whole job and return its summary (also written to ``OUT/summary.json``).
+
+    In a data-parallel run (``torchrun``, see :mod:`nasframe.distributed`) every rank runs
+    it: scoring and evaluation are split over the ranks, and rank 0 alone writes files.
+    """
+    if not distributed.is_main():
+        settings = replace(settings, verbose=False)  # one set of progress bars
     constraint = Constraint.parse(settings.constraint)  # fail fast, before loading anything
     searcher = get_algorithm(settings.algorithm)()
     _check_uniform_supported(searcher, settings)
@@ -126,7 +134,7 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
         calibration, held_back, evaluation = _batches(corpus, bundle.encode, settings)
     dummy_input = evaluation[0][:1, :-1]
     with phase("evaluate_before"):
-        ppl_before = perplexity(model, evaluation, _label("perplexity before", settings))
+        ppl_before = _perplexity(model, evaluation, _label("perplexity before", settings))
         params_before = _count_params(model)
         flops_before = _count_flops(model, dummy_input)
     log(f"before: perplexity {ppl_before:.3f}, {params_before:,} params, {flops_before:,} FLOPs")
@@ -145,7 +153,7 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
     with phase("export"):
         pruned = export(space, inplace=True).eval()
     with phase("evaluate_after"):
-        ppl_after = perplexity(pruned, evaluation, _label("perplexity after", settings))
+        ppl_after = _perplexity(pruned, evaluation, _label("perplexity after", settings))
         params_after = _count_params(pruned)
         flops_after = _count_flops(pruned, dummy_input)
     log(f"after:  perplexity {ppl_after:.3f}, {params_after:,} params, {flops_after:,} FLOPs")
@@ -186,8 +194,12 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
             "torch": torch.__version__,
             "machine": platform.machine(),
             "threads": torch.get_num_threads(),
+            "ranks": distributed.world_size(),
         },
     }
+    if not distributed.is_main():  # every rank holds the same result; rank 0 writes it
+        summary["timings_s"] = timings
+        return JobReport(summary, out, timings)
     with phase("save"):
         save(
             pruned,
@@ -331,8 +343,24 @@ def _search_config(searcher, settings, calibration, held_back, out: Path, corpus
 
 
 def _mean_loss(model: torch.nn.Module, batches) -> float:
+    """Mean loss over ``batches``, each rank of a data-parallel run evaluating its share."""
     with torch.no_grad():
-        return sum(next_token_loss(model, b).item() for b in batches) / len(batches)
+        total = sum(next_token_loss(model, b).item() for b in distributed.shard(batches))
+    total, count = distributed.sum_over_ranks([total, len(distributed.shard(batches))])
+    return total / count
+
+
+def _perplexity(model: torch.nn.Module, batches, label: str | None) -> float:
+    """``nasframe.lm.perplexity``, each rank of a data-parallel run evaluating its share."""
+    mine = distributed.shard(batches)
+    if not distributed.is_active():
+        return perplexity(model, batches, label)
+    loss, tokens = 0.0, 0
+    if mine:
+        tokens = sum(batch[:, 1:].numel() for batch in mine)
+        loss = math.log(perplexity(model, mine, label)) * tokens
+    loss, tokens = distributed.sum_over_ranks([loss, tokens])
+    return math.exp(loss / tokens)
 
 
 def _job_key(settings: JobSettings, corpus: TextCorpus) -> str:

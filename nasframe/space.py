@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasframe.distributed import unwrap
 from nasframe.dynamic import DynamicModule, SlotDim, index_dim, unit_to_element_index
 from nasframe.errors import UserInputError
 from nasframe.hparam import ChoiceRule, Hparam
@@ -268,6 +269,7 @@ def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
     first matching pattern wins. Modules tie discovery cannot handle keep their full size and
     are listed once in a warning.
     """
+    model = unwrap(model)  # a DistributedDataParallel model is searched as its module
     if isinstance(model, DynamicModule) or any(
         isinstance(m, DynamicModule) for m in model.modules()
     ):

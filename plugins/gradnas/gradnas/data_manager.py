@@ -44,10 +44,20 @@ class GradientDataManager:
         A mask the loss did not reach (``grad is None``) contributes 0: a unit the loss does
         not depend on is the cheapest one to prune.
         """
-        if self.mask.grad is not None:
-            self._sum += self.mask.grad.detach().float() ** 2
-            self.mask.grad = None
-        self.num_batches += 1
+        self.add(self.take_squared_gradient(), batches=1)
+
+    def take_squared_gradient(self) -> torch.Tensor:
+        """``mask.grad ** 2`` (zeros when the loss did not reach the mask), clearing it."""
+        if self.mask.grad is None:
+            return torch.zeros_like(self._sum)
+        squared = self.mask.grad.detach().float() ** 2
+        self.mask.grad = None
+        return squared
+
+    def add(self, squared: torch.Tensor, batches: int) -> None:
+        """Add squared gradients of ``batches`` batches (summed over data-parallel ranks)."""
+        self._sum += squared.to(self._sum)
+        self.num_batches += batches
 
     @property
     def accumulated(self) -> torch.Tensor:

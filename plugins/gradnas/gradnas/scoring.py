@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from gradnas.data_manager import GradientDataManager
+from nasframe import distributed
 from nasframe.errors import UserInputError
 
 LossFunc = Callable[[nn.Module, Any], torch.Tensor]
@@ -70,33 +71,22 @@ def accumulate_mask_gradients(
     previous_mean: list[torch.Tensor] | None = None
     calm = 0
     processed = 0
+    ranks = distributed.world_size()
+    pending: list[torch.Tensor] = [torch.zeros_like(manager.accumulated) for manager in managers]
     batches = itertools.islice(data_loader, max_batches)
     # Scoring needs autograd even when the caller searches inside torch.no_grad().
     with weights_frozen(model), torch.enable_grad():
+        index = -1
         for index, batch in enumerate(progress(batches, total=max_batches, desc="gradnas scoring")):
-            loss = loss_func(model, batch)
-            _check_loss(loss, index)
-            try:
-                loss.backward()
-            except RuntimeError as error:
-                raise UserInputError(
-                    f"backward through the loss failed on batch {index} ({error}); the loss must "
-                    "be computed from the model's output in this forward pass."
-                ) from error
-            if index == 0 and all(mask.grad is None for mask in masks):
-                raise UserInputError(
-                    "the loss has no gradient path to any gradnas mask; compute the loss from "
-                    "the model's output for the batch (loss_func(model, batch))."
-                )
-            for mask in masks:
-                if mask.grad is not None and not torch.isfinite(mask.grad).all():
-                    raise UserInputError(
-                        f"a mask gradient is NaN or Inf on batch {index}; check that batch and "
-                        "the model's numerical range (try float32)."
-                    )
-            for manager in managers:
-                manager.process_gradient()
-            processed = index + 1
+            # Data parallel: batch i is rank i % ranks's; a round of `ranks` batches ends in
+            # one all-reduce, so every rank adds the same sums (one rank: every batch).
+            if distributed.mine(index):
+                _backward(model, batch, loss_func, masks, index, first=index < ranks)
+                for delta, manager in zip(pending, managers, strict=True):
+                    delta += manager.take_squared_gradient()
+            if (index + 1) % ranks:
+                continue
+            processed = _add_round(managers, pending, index + 1 - processed, processed)
             if convergence.tol is None:
                 continue
             mean = [manager.accumulated / processed for manager in managers]
@@ -106,11 +96,61 @@ def accumulate_mask_gradients(
                 if processed >= convergence.min_batches and calm >= convergence.patience:
                     return ScoringReport(processed, stopped_early=True)
             previous_mean = mean
+        if index + 1 > processed:  # the last, partial round
+            processed = _add_round(managers, pending, index + 1 - processed, processed)
     if processed == 0:
         raise UserInputError(
             "the data loader yielded no batches; give gradnas at least one calibration batch."
         )
     return ScoringReport(processed, stopped_early=False)
+
+
+def _backward(
+    model: nn.Module,
+    batch: Any,
+    loss_func: LossFunc,
+    masks: list[torch.Tensor],
+    index: int,
+    first: bool,
+) -> None:
+    """One batch's loss and backward, with the checks that name what is wrong."""
+    loss = loss_func(model, batch)
+    _check_loss(loss, index)
+    try:
+        loss.backward()
+    except RuntimeError as error:
+        raise UserInputError(
+            f"backward through the loss failed on batch {index} ({error}); the loss must "
+            "be computed from the model's output in this forward pass."
+        ) from error
+    if first and all(mask.grad is None for mask in masks):
+        raise UserInputError(
+            "the loss has no gradient path to any gradnas mask; compute the loss from "
+            "the model's output for the batch (loss_func(model, batch))."
+        )
+    for mask in masks:
+        if mask.grad is not None and not torch.isfinite(mask.grad).all():
+            raise UserInputError(
+                f"a mask gradient is NaN or Inf on batch {index}; check that batch and "
+                "the model's numerical range (try float32)."
+            )
+
+
+def _add_round(
+    managers: Sequence[GradientDataManager],
+    pending: list[torch.Tensor],
+    batches: int,
+    processed: int,
+) -> int:
+    """Sum this round's squared gradients over the ranks, add them, clear ``pending``."""
+    if pending:
+        flat = distributed.all_reduce_sum(torch.cat([delta.flatten() for delta in pending]))
+        offset = 0
+        for delta, manager in zip(pending, managers, strict=True):
+            manager.add(flat[offset : offset + delta.numel()].view_as(delta), batches)
+            offset += delta.numel()
+            delta.zero_()
+    return processed + batches
 
 
 def _check_loss(loss: Any, index: int) -> None:
