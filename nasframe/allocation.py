@@ -72,19 +72,44 @@ def threshold_allocation(
 _LAYER_INDEX = re.compile(r"(?<=\.)\d+(?=\.)")
 
 
-def uniform_groups(names: list[str]) -> dict[str, list[str]]:
+def uniform_groups(
+    names: list[str], full_sizes: Mapping[str, int] | None = None
+) -> dict[str, list[str]]:
     """Hparams that differ only in a layer index (``model.layers.3.mlp.intermediate_size``),
-    grouped under a pattern (``model.layers.*.mlp.intermediate_size``)."""
+    grouped under a pattern (``model.layers.*.mlp.intermediate_size``).
+
+    Layers whose full sizes differ are no uniform family (no plain config makes them equal):
+    with ``full_sizes`` given, each such hparam stays a group of its own.
+    """
     groups: dict[str, list[str]] = {}
     for name in names:
         groups.setdefault(_LAYER_INDEX.sub("*", name), []).append(name)
-    return groups
+    if full_sizes is None:
+        return groups
+    split: dict[str, list[str]] = {}
+    for pattern, members in groups.items():
+        if len({full_sizes[m] for m in members}) == 1:
+            split[pattern] = members
+        else:
+            split.update({m: [m] for m in members})
+    return split
+
+
+def smallest_uniform(sensitivity: Sensitivity, full_sizes: Mapping[str, int]) -> dict[str, int]:
+    """The smallest config a uniform allocation can reach: each group at its smallest size
+    all of its layers allow."""
+    config: dict[str, int] = {}
+    for members in uniform_groups(list(sensitivity), full_sizes).values():
+        common = set.intersection(*(set(sensitivity[m]) for m in members))
+        config.update({m: min(common) for m in members})
+    return config
 
 
 def uniform_allocation(
     sensitivity: Sensitivity,
     cost: Callable[[Mapping[str, int]], float],
     limit: float,
+    full_sizes: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """The threshold allocation with one size per group of per-layer hparams.
 
@@ -92,7 +117,7 @@ def uniform_allocation(
     important units); only sizes every member allows are candidates. The result has the same
     sizes in every layer, which is what a plain transformers config can express.
     """
-    groups = uniform_groups(list(sensitivity))
+    groups = uniform_groups(list(sensitivity), full_sizes)
     grouped: dict[str, dict[int, float]] = {}
     for pattern, members in groups.items():
         common = set.intersection(*(set(sensitivity[m]) for m in members))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nasframe.allocation import threshold_allocation, uniform_allocation
+from nasframe.allocation import smallest_uniform, threshold_allocation, uniform_allocation
 from nasframe.checkpoint import SearchCheckpoint, weights_digest
 from nasframe.constraints import Constraint, CostModel
 from nasframe.errors import InfeasibleConstraintError, UserInputError
@@ -267,7 +267,22 @@ class BinarySearcher(BaseSearcher):
                 f"({100 * smallest / original:.1f}% of the original), above the limit "
                 f"{limit:,.0f}; relax the constraint to at least that."
             )
-        allocation = uniform_allocation if self.config.get("uniform") else threshold_allocation
+        if self.config.get("uniform"):
+            full_sizes = {name: self.space.hparams[name].max for name in sensitivity}
+            uniform_floor = cost(smallest_uniform(sensitivity, full_sizes))
+            if uniform_floor > limit:
+                original = cost(self.space.max_config())
+                raise InfeasibleConstraintError(
+                    f"with the same sizes in every layer (uniform) the smallest sub-network has "
+                    f"{uniform_floor:,.0f} {kind} ({100 * uniform_floor / original:.1f}% of the "
+                    f"original), above the limit {limit:,.0f}; relax the constraint to at least "
+                    "that or search without --uniform."
+                )
+
+            def allocation(sens, cost_fn, lim):
+                return uniform_allocation(sens, cost_fn, lim, full_sizes)
+        else:
+            allocation = threshold_allocation
         try:
             return allocation(sensitivity, cost, limit)
         except ValueError:
