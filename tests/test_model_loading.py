@@ -101,24 +101,10 @@ def save_tiny_model(directory: Path, dtype: torch.dtype = torch.float32) -> Path
     )
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config).to(dtype)
-    with quiet_transformers():
+    with loading._no_progress_bars():  # no bars from the test's own save_pretrained
         model.save_pretrained(directory)
         tokenizer.save_pretrained(directory)
     return directory
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """No progress bars from the test's own save_pretrained calls."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager

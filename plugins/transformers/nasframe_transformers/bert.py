@@ -43,6 +43,7 @@ from nasframe_transformers.bert_modules import (
     head_input_linear_class,
     setup_bert_heads,
 )
+from nasframe_transformers.tie_builder import TieBuilder
 
 GRADIENT_SETUPS = {DynamicHeadInputLinear: setup_bert_heads}
 _EMBEDDINGS = ("word_embeddings", "position_embeddings", "token_type_embeddings")
@@ -86,34 +87,12 @@ def is_family(model: nn.Module) -> bool:
     )
 
 
-class _Builder:
-    """Collects the used modules, their converters and the hidden size's slots and writers."""
-
-    def __init__(self) -> None:
-        self.used: list[str] = []
-        self.converters: dict[str, type] = {}
-        self.hidden: list[SlotRef] = []
-        self.writers: list[str] = []
-
-    def use(self, name: str, converter: type) -> str:
-        self.used.append(name)
-        self.converters[name] = converter
-        return name
-
-    def hidden_slots(self, name: str, converter: type, *slots: str, writes: bool = False) -> str:
-        self.use(name, converter)
-        self.hidden += [(name, slot) for slot in slots]
-        if writes:
-            self.writers.append(name)
-        return name
-
-
 def describe_ties(model: nn.Module) -> TieAnalysis | None:
     """Tied slots of a BERT model, or None when ``model`` is not one."""
     if not is_family(model):
         return None
     prefix, base = _base(model)
-    build = _Builder()
+    build = TieBuilder()
     groups: list[list[SlotRef]] = []
     names: list[str] = []
     frozen: list[SlotRef] = []

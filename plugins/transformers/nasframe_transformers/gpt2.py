@@ -53,6 +53,7 @@ from nasframe_transformers.conv1d import (
     plain_conv1d,
     setup_conv1d_input,
 )
+from nasframe_transformers.tie_builder import TieBuilder
 from nasframe_transformers.wrapped import WrappedModule, dynamic_subclass
 
 GPT2_MODEL_TYPES = frozenset({"gpt2"})
@@ -199,14 +200,9 @@ def describe_ties(model: nn.Module) -> TieAnalysis | None:
     prefix = "transformer." if base is not model else ""
     groups: list[list[tuple[str, str]]] = []
     names: list[str] = []
-    used: list[str] = []
     frozen: list[tuple[str, str]] = []
-    converters: dict[str, type] = {}
-
-    def use(name: str, converter: type) -> str:
-        used.append(name)
-        converters[name] = converter
-        return name
+    build = TieBuilder()
+    use = build.use
 
     embeddings = [use(f"{prefix}{name}", DynamicEmbedding) for name in ("wte", "wpe")]
     hidden = [(embedding, "embedding_dim") for embedding in embeddings]
@@ -235,9 +231,9 @@ def describe_ties(model: nn.Module) -> TieAnalysis | None:
     return TieAnalysis(
         groups,
         frozen,
-        used,
+        build.used,
         group_names=names,
-        converters=converters,
+        converters=build.converters,
         residual_streams={len(groups) - 2: writers},
         uniform_fixed=_uniform_fixed(model, prefix),
     )

@@ -29,6 +29,7 @@ from nasframe_transformers.attention import (
     dynamic_rmsnorm_class,
     setup_gqa_heads,
 )
+from nasframe_transformers.tie_builder import TieBuilder
 
 LLAMA_STYLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 GRADIENT_SETUPS = {DynamicGQAttention: setup_gqa_heads}
@@ -69,14 +70,9 @@ def describe_ties(model: nn.Module) -> TieAnalysis | None:
     _install_kept_layer_view(base)
     groups: list[list[tuple[str, str]]] = []
     names: list[str] = []
-    used: list[str] = []
     frozen: list[tuple[str, str]] = []
-    converters: dict[str, type] = {}
-
-    def use(name: str, converter: type) -> str:
-        used.append(name)
-        converters[name] = converter
-        return name
+    build = TieBuilder()
+    use = build.use
 
     embed = use(f"{prefix}embed_tokens", DynamicEmbedding)
     hidden = [(embed, "embedding_dim")]
@@ -119,9 +115,9 @@ def describe_ties(model: nn.Module) -> TieAnalysis | None:
     return TieAnalysis(
         groups,
         frozen,
-        used,
+        build.used,
         group_names=names,
-        converters=converters,
+        converters=build.converters,
         residual_streams={len(groups) - 2: writers},
         uniform_multiples={f"{prefix}hidden_size": _every_head_count_divides(model)},
     )
