@@ -15,12 +15,15 @@ them needs no branches.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from nasframe.errors import UserInputError
 
 DEFAULT_TIMEOUT_S = 600.0
 
@@ -55,12 +58,27 @@ def init_from_environment(timeout_s: float | None = None) -> bool:
     if dist.is_initialized():
         return True
     if timeout_s is None:
-        timeout_s = float(os.environ.get("NASFRAME_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        timeout_s = timeout_from_environment()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return True
+
+
+def timeout_from_environment() -> float:
+    """``NASFRAME_DIST_TIMEOUT`` in seconds (default 600); a clear error when malformed."""
+    text = os.environ.get("NASFRAME_DIST_TIMEOUT", str(DEFAULT_TIMEOUT_S))
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise UserInputError(
+            f"NASFRAME_DIST_TIMEOUT={text!r} is not a positive number of seconds; set it to "
+            "e.g. 600 or unset it."
+        )
+    return value
 
 
 def shutdown() -> None:

@@ -136,3 +136,22 @@ def test_torchrun_runs_the_cli_job_and_rank_0_writes_what_one_process_writes(tmp
     assert two["hparams"] == one["hparams"]
     for key in ("before", "after"):
         assert two["perplexity"][key] == pytest.approx(one["perplexity"][key], rel=1e-5)
+
+
+@pytest.mark.parametrize("value", ["ten", "0", "-5", "nan", "inf"])
+def test_a_malformed_timeout_is_one_clear_error(monkeypatch, value):
+    from nasframe import distributed
+    from nasframe.errors import UserInputError
+
+    monkeypatch.setenv("NASFRAME_DIST_TIMEOUT", value)
+    with pytest.raises(UserInputError, match="NASFRAME_DIST_TIMEOUT=.* is not a positive number"):
+        distributed.timeout_from_environment()
+
+
+def test_the_timeout_defaults_to_600_seconds_and_reads_the_environment(monkeypatch):
+    from nasframe import distributed
+
+    monkeypatch.delenv("NASFRAME_DIST_TIMEOUT", raising=False)
+    assert distributed.timeout_from_environment() == 600.0
+    monkeypatch.setenv("NASFRAME_DIST_TIMEOUT", "12.5")
+    assert distributed.timeout_from_environment() == 12.5
