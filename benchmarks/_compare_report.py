@@ -14,6 +14,10 @@ from typing import Any
 
 from nasframe.atomic import atomic_write
 
+ALLOCATIONS = ("threshold", "global")
+NORMALIZATIONS = ("none", "sum", "max")
+RECONSTRUCTIONS = ("none", "bias", "lsq")
+
 MARK_START = "<!-- smollm2-compare:start -->"
 MARK_END = "<!-- smollm2-compare:end -->"
 
@@ -156,6 +160,8 @@ def render_markdown(
     for target in check_targets(results):
         verdict = {True: "met", False: "**not met**", None: "not measured"}[target.met]
         lines.append(f"| {target.name} | {verdict} | {target.measured} |")
+    variants = variants_section(results)
+    lines += [*([""] + variants if variants else [])]
     lines += ["", *_scoring_section(results), "", *_protocol(results), MARK_END]
     return "\n".join(lines)
 
@@ -366,10 +372,34 @@ def format_table(results: Mapping[str, Any]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         for row in rows
     ]
-    for target in check_targets(results):
+    for run in (results.get("variants") or {}).get("runs", []):
+        lines.append(
+            f"variant {run['method']} {run['budget']}% {run['allocation']}/{run['normalize']}/"
+            f"{run['reconstruct']}: perplexity {run['perplexity']:.3f} "
+            f"({run['ratio_to_dense']:.2f}x), validation {run['validation_perplexity']:.3f}"
+        )
+    for target in [*check_targets(results), check_variant_target(results)]:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[target.met]
         lines.append(f"{verdict:>12}: {target.name}: {target.measured}")
     return "\n".join(lines)
+
+
+def _selected_series(results: Mapping[str, Any]) -> tuple[str, list[tuple[float, float]]] | None:
+    """gradnas's selected variant at every budget it was measured at, for the plot."""
+    variants = results.get("variants")
+    if not variants or GRADNAS not in variants["selected"]:
+        return None
+    chosen = variants["selected"][GRADNAS]
+    runs = sorted(
+        (
+            run
+            for run in _variant_runs(variants, GRADNAS)
+            if all(run[key] == value for key, value in chosen.items())
+        ),
+        key=lambda run: run["fraction"],
+    )
+    label = "gradnas, " + "/".join(chosen[k] for k in ("allocation", "normalize", "reconstruct"))
+    return (label, [(r["fraction"], r["perplexity"]) for r in runs]) if runs else None
 
 
 def plot(results: Mapping[str, Any], path: Path) -> bool:
@@ -396,6 +426,10 @@ def plot(results: Mapping[str, Any], path: Path) -> bool:
                 marker="o",
                 label=method_label(method),
             )
+    selected = _selected_series(results)
+    if selected:
+        label, points = selected
+        axes.plot(*zip(*points, strict=True), marker="s", label=label)
     axes.axhline(results["dense"]["perplexity"], linestyle="--", color="gray", label="dense")
     axes.set_yscale("log")
     axes.set_xlabel("kept parameters (fraction of the original)")
@@ -407,3 +441,124 @@ def plot(results: Mapping[str, Any], path: Path) -> bool:
     atomic_write(path, lambda temporary: figure.savefig(temporary, format="png", dpi=120))
     plt.close(figure)
     return True
+
+
+# --------------------------------------------------------------------------- variants
+
+# The target of issue 6, checked on the selected gradnas variant (never tuned for).
+MAX_RATIO_TO_DENSE_AT_80_VARIANT = 1.3
+
+
+def _variant_runs(variants: Mapping[str, Any], method: str) -> list[Mapping[str, Any]]:
+    return [run for run in variants["runs"] if run["method"] == method]
+
+
+def _cell(run: Mapping[str, Any] | None) -> str:
+    if run is None:
+        return "-"
+    return (
+        f"{run['perplexity']:.2f} ({run['ratio_to_dense']:.2f}x; val "
+        f"{run['validation_perplexity']:.2f})"
+    )
+
+
+def selected_variant(results: Mapping[str, Any], method: str = GRADNAS) -> Mapping[str, Any] | None:
+    """``method``'s selected variant at the grid budget (lowest validation perplexity)."""
+    variants = results.get("variants")
+    if not variants or method not in variants["selected"]:
+        return None
+    chosen = variants["selected"][method]
+    return next(
+        (
+            run
+            for run in _variant_runs(variants, method)
+            if run["budget"] == variants["grid_budget"]
+            and all(run[key] == value for key, value in chosen.items())
+        ),
+        None,
+    )
+
+
+def check_variant_target(results: Mapping[str, Any]) -> Target:
+    name = (
+        f"gradnas at 80% params <= {MAX_RATIO_TO_DENSE_AT_80_VARIANT}x dense perplexity, "
+        "selected variant, no finetuning"
+    )
+    run = selected_variant(results)
+    if run is None or run["budget"] != 80:
+        return Target(name, None, "not measured (no gradnas variants at 80%)")
+    label = f"{run['allocation']}/{run['normalize']}/{run['reconstruct']}"
+    measured = (
+        f"{run['ratio_to_dense']:.2f}x ({run['perplexity']:.2f} vs "
+        f"{results['dense']['perplexity']:.2f} dense; {label})"
+    )
+    return Target(name, run["ratio_to_dense"] <= MAX_RATIO_TO_DENSE_AT_80_VARIANT, measured)
+
+
+def variants_section(results: Mapping[str, Any]) -> list[str]:
+    """Allocation x normalisation at the grid budget, then reconstruction per budget."""
+    variants = results.get("variants")
+    if not variants:
+        return []
+    budget = variants["grid_budget"]
+    dense_val = variants.get("dense_validation_perplexity")
+    lines = [
+        "### Allocation, normalisation and reconstruction",
+        "",
+        "Each cell: perplexity on the evaluation text (x dense; perplexity on the validation "
+        "batches, which alone choose a variant"
+        + (f"; dense validation perplexity {dense_val:.2f}" if dense_val else "")
+        + f"). At {budget}% params, no reconstruction:",
+        "",
+        "| method | "
+        + " | ".join(f"{a} / {n}" for a in ALLOCATIONS for n in NORMALIZATIONS)
+        + " |",
+        "| --- |" + " --- |" * (len(ALLOCATIONS) * len(NORMALIZATIONS)),
+    ]
+    for method in variants["selected"]:
+        runs = {
+            (r["allocation"], r["normalize"]): r
+            for r in _variant_runs(variants, method)
+            if r["budget"] == budget and r["reconstruct"] == "none"
+        }
+        cells = [_cell(runs.get((a, n))) for a in ALLOCATIONS for n in NORMALIZATIONS]
+        lines.append(f"| {method_label(method)} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Reconstruction, with each method's allocation / normalisation of lowest validation "
+        "perplexity above:",
+        "",
+        "| method | allocation / normalisation | budget | "
+        + " | ".join(RECONSTRUCTIONS)
+        + " | reconstruction time (bias, lsq) |",
+        "| --- | --- | --- |" + " --- |" * len(RECONSTRUCTIONS) + " --- |",
+    ]
+    for method, chosen in variants["selected"].items():
+        runs = [
+            r
+            for r in _variant_runs(variants, method)
+            if (r["allocation"], r["normalize"]) == (chosen["allocation"], chosen["normalize"])
+        ]
+        for run_budget in sorted({r["budget"] for r in runs}, reverse=True):
+            by_mode = {r["reconstruct"]: r for r in runs if r["budget"] == run_budget}
+            times = ", ".join(
+                f"{by_mode[m]['reconstruct_s']:.0f} s" for m in ("bias", "lsq") if m in by_mode
+            )
+            lines.append(
+                f"| {method_label(method)} | {chosen['allocation']} / {chosen['normalize']} | "
+                f"{run_budget}% | "
+                + " | ".join(_cell(by_mode.get(m)) for m in RECONSTRUCTIONS)
+                + f" | {times or '-'} |"
+            )
+    lines += ["", "Selected (lowest validation perplexity at the grid budget):", ""]
+    for method, chosen in variants["selected"].items():
+        run = selected_variant(results, method)
+        lines.append(
+            f"- {method_label(method)}: `--allocation {chosen['allocation']} --normalize "
+            f"{chosen['normalize']} --reconstruct {chosen['reconstruct']}`: "
+            f"{_cell(run)} at {budget}%."
+        )
+    target = check_variant_target(results)
+    verdict = {True: "met", False: "**not met**", None: "not measured"}[target.met]
+    lines += ["", f"Target (issue 6): {target.name}: {verdict}, {target.measured}."]
+    return lines

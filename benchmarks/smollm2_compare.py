@@ -64,6 +64,7 @@ from _compare_report import (
     render_markdown,
     replace_marked_block,
 )
+from _compare_variants import VariantInputs, run_variants
 from gradnas.searcher import GradientBinarySearcher
 from torch import nn
 from tqdm.auto import tqdm
@@ -90,6 +91,7 @@ FULL_DEFAULTS: dict[str, Any] = {
     "calibration_batches": 16,
     "held_back_batches": 1,
     "held_back_batch_size": 2,
+    "validation_batches": 4,
     "eval_batches": 8,
     "seq_len": 128,
     "batch_size": 8,
@@ -102,6 +104,7 @@ QUICK_DEFAULTS: dict[str, Any] = {
     "methods": f"{GRADNAS},{RANDOM}",
     "calibration_batches": 2,
     "held_back_batch_size": 2,
+    "validation_batches": 1,
     "eval_batches": 1,
     "seq_len": 32,
     "batch_size": 2,
@@ -128,6 +131,7 @@ class Settings:
     calibration_batches: int
     held_back_batches: int
     held_back_batch_size: int
+    validation_batches: int
     eval_batches: int
     seq_len: int
     batch_size: int
@@ -141,6 +145,7 @@ class Settings:
     out_json: Path
     command: str
     from_json: Path | None = None
+    checkpoint_dir: Path | None = None
     measure_child: str | None = None
     child_out: Path | None = None
 
@@ -168,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows of each held-back batch (2): fastnas evaluates the model once per allowed "
         "size of every hparam, so this sets most of the run's time",
     )
+    add(
+        "--validation-batches",
+        type=int,
+        help="batches of held-back calibration text that choose among the allocation, "
+        "normalisation and reconstruction variants (4)",
+    )
     add("--eval-batches", type=int, help="batches perplexity is measured on (8)")
     add("--seq-len", type=int, help="tokens per row of every batch (128)")
     add("--batch-size", type=int, help="rows of calibration and evaluation batches (8)")
@@ -190,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--out-png", type=Path, help="plot (default: results.png beside --out-md)")
     add("--out-json", type=Path, help="raw numbers (default: results-smollm2.json beside it)")
     add("--from-json", type=Path, help="only re-render the markdown and plot from this JSON")
+    add(
+        "--checkpoint-dir",
+        type=Path,
+        help="keep gradnas's and fastnas's search checkpoints here and resume those found "
+        "(default: a temp dir); search times then include the runs that wrote them",
+    )
     add("--measure-child", choices=(GRADNAS, "plain"), help=argparse.SUPPRESS)
     add("--child-out", type=Path, help=argparse.SUPPRESS)
     return parser
@@ -219,6 +236,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         calibration_batches=value["calibration_batches"],
         held_back_batches=value["held_back_batches"],
         held_back_batch_size=value["held_back_batch_size"],
+        validation_batches=value["validation_batches"],
         eval_batches=value["eval_batches"],
         seq_len=value["seq_len"],
         batch_size=value["batch_size"],
@@ -232,6 +250,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         out_json=args.out_json or out_md.with_name("results-smollm2.json"),
         command=shlex.join(["python", "benchmarks/smollm2_compare.py", *argv]),
         from_json=args.from_json,
+        checkpoint_dir=args.checkpoint_dir,
         measure_child=args.measure_child,
         child_out=args.child_out,
     )
@@ -269,6 +288,7 @@ class Data:
     held_back: list[torch.Tensor]
     evaluation: list[torch.Tensor]
     source: str  # where the text came from and how it was split
+    validation: list[torch.Tensor] = field(default_factory=list)
 
 
 def calibration_ids(bundle: ModelBundle) -> list[int]:
@@ -286,13 +306,17 @@ def calibration_batches(ids: Sequence[int], settings: Settings) -> list[torch.Te
 
 
 def make_data(bundle: ModelBundle, settings: Settings) -> Data:
-    """Calibration batches, then held-back batches cut from the tokens after them, and the
-    evaluation batches from the evaluation text (other files than calibration)."""
+    """Calibration batches, then held-back and validation batches cut from the tokens after
+    them, and the evaluation batches from the evaluation text (other files than calibration)."""
     ids = calibration_ids(bundle)
     calibration = calibration_batches(ids, settings)
     used = sum(batch.numel() for batch in calibration)
     held_back = token_batches(
         ids[used:], settings.seq_len, settings.held_back_batch_size, settings.held_back_batches
+    )
+    used += sum(batch.numel() for batch in held_back)
+    validation = token_batches(
+        ids[used:], settings.seq_len, settings.batch_size, settings.validation_batches
     )
     evaluation = token_batches(
         bundle.encode(stdlib_corpus().evaluation),
@@ -300,7 +324,7 @@ def make_data(bundle: ModelBundle, settings: Settings) -> Data:
         settings.batch_size,
         settings.eval_batches,
     )
-    return Data(calibration, held_back, evaluation, stdlib_corpus().source)
+    return Data(calibration, held_back, evaluation, stdlib_corpus().source, validation)
 
 
 def load_model(progress: bool) -> ModelBundle:
@@ -373,6 +397,10 @@ def search_config(
     config: dict[str, Any] = {
         "verbose": progress,
         "checkpoint": None if checkpoint is None else str(checkpoint),
+        # The methods table compares scores under the seed's allocation; the variants
+        # (_compare_variants.py) vary it.
+        "allocation": "threshold",
+        "normalize": "none",
     }
     if method == GRADNAS:
         config |= {
@@ -468,7 +496,12 @@ def prune_with_search(
         search_s=search_s,
         resumed=result.resumed,
         phases_s=dict(result.timings),
-        info={"config": result.config, "limit": result.limit, "cost_after": result.cost_after},
+        info={
+            "config": result.config,
+            "limit": result.limit,
+            "cost_after": result.cost_after,
+            "compute_s": result.compute_s,
+        },
     )
     return run, summary
 
@@ -743,8 +776,11 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
     with phase("evaluate_dense"):
         dense = {"perplexity": perplexity(model, data.evaluation), "params": count_params(model)}
     _log(f"dense: perplexity {dense['perplexity']:.3f}, {dense['params']:,} params")
-    with phase("methods"):
-        runs, methods, space = compare_methods(model, data, dense, settings)
+    with checkpoint_folder(settings.checkpoint_dir) as folder:
+        with phase("methods"):
+            runs, methods, space = compare_methods(model, data, dense, settings, folder)
+        with phase("variants"):
+            variants = compare_variants(model, data, dense, settings, Path(folder))
     return {
         "command": settings.command,
         "date": datetime.date.today().isoformat(),
@@ -756,12 +792,13 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
         "dense": dense,
         "runs": [asdict(run) for run in runs],
         "methods": methods,
+        "variants": variants,
         "scoring": scoring,
     }
 
 
 def compare_methods(
-    model: nn.Module, data: Data, dense: Mapping[str, float], settings: Settings
+    model: nn.Module, data: Data, dense: Mapping[str, float], settings: Settings, folder: str
 ) -> tuple[list[Run], dict[str, dict[str, Any]], dict[str, Any]]:
     """Every method at every budget. gradnas and fastnas write a checkpoint at the first
     budget and resume it, on a fresh copy of the model, at the others: their importance and
@@ -774,37 +811,72 @@ def compare_methods(
     order = sorted(settings.methods, key=lambda method: method == FASTNAS)
     total = len(order) * len(settings.budgets)
     bar = tqdm(total=total, desc="methods x budgets", disable=not settings.progress)
-    with tempfile.TemporaryDirectory(prefix="smollm2-compare-checkpoints-") as folder:
-        for method in order:
-            if method == TORCH_PRUNING:
-                runs += run_torch_pruning(model, data, dense, settings, methods)
-                bar.update(len(settings.budgets))
-                continue
-            checkpoint = Path(folder) / f"{method}.json" if method in CHECKPOINTED else None
-            for index, budget in enumerate(settings.budgets):
-                bar.set_postfix_str(f"{method} {budget}%")
-                run, space = prune_with_search(
-                    model, method, budget, data, dense, settings, checkpoint
-                )
-                if checkpoint is not None and index > 0 and not run.resumed:
-                    raise RuntimeError(f"{method} at {budget}% did not resume its checkpoint")
-                runs.append(run)
-                bar.update()
-                _log(
-                    f"{method} {budget}%: perplexity {run.perplexity:.3f} "
-                    f"({run.ratio_to_dense:.2f}x dense), {run.params:,} params "
-                    f"({run.fraction:.1%}), search {run.search_s:.1f} s"
-                    + (" (resumed)" if run.resumed else "")
-                )
-            first = next(r for r in runs if r.method == method)
-            methods[method] = {
-                "status": "run",
-                "search_s": first.search_s,
-                "search_budget": first.budget,
-                "resumed_budgets": [r.budget for r in runs if r.method == method and r.resumed],
-            }
+    for method in order:
+        if method == TORCH_PRUNING:
+            runs += run_torch_pruning(model, data, dense, settings, methods)
+            bar.update(len(settings.budgets))
+            continue
+        checkpoint = Path(folder) / f"{method}.json" if method in CHECKPOINTED else None
+        for index, budget in enumerate(settings.budgets):
+            bar.set_postfix_str(f"{method} {budget}%")
+            run, space = prune_with_search(model, method, budget, data, dense, settings, checkpoint)
+            if checkpoint is not None and index > 0 and not run.resumed:
+                raise RuntimeError(f"{method} at {budget}% did not resume its checkpoint")
+            runs.append(run)
+            bar.update()
+            _log(
+                f"{method} {budget}%: perplexity {run.perplexity:.3f} "
+                f"({run.ratio_to_dense:.2f}x dense), {run.params:,} params "
+                f"({run.fraction:.1%}), search {run.search_s:.1f} s"
+                + (" (resumed)" if run.resumed else "")
+            )
+        first = next(r for r in runs if r.method == method)
+        methods[method] = {
+            "status": "run",
+            # A kept checkpoint (--checkpoint-dir) is resumed at the first budget too:
+            # its importance and sensitivities cost what the runs that wrote it spent.
+            "search_s": first.search_s + (first.info["compute_s"] if first.resumed else 0),
+            "search_from_checkpoint": bool(first.resumed),
+            "search_budget": first.budget,
+            "resumed_budgets": [r.budget for r in runs if r.method == method and r.resumed],
+        }
     bar.close()
     return runs, methods, space
+
+
+@contextmanager
+def checkpoint_folder(kept: Path | None) -> Iterator[str]:
+    """``kept`` (created if missing), or a temp dir removed afterwards."""
+    if kept is not None:
+        kept.mkdir(parents=True, exist_ok=True)
+        yield str(kept)
+        return
+    with tempfile.TemporaryDirectory(prefix="smollm2-compare-checkpoints-") as folder:
+        yield folder
+
+
+def compare_variants(
+    model: nn.Module, data: Data, dense: Mapping[str, float], settings: Settings, folder: Path
+) -> dict[str, Any] | None:
+    """Allocation x normalisation x reconstruction for gradnas and fastnas (those run), on
+    their checkpoints from :func:`compare_methods`; None when neither ran."""
+    methods = [m for m in (GRADNAS, FASTNAS) if m in settings.methods]
+    if not methods:
+        return None
+    inputs = VariantInputs(
+        model=model,
+        calibration=data.calibration,
+        validation=data.validation,
+        evaluation=data.evaluation,
+        dense={**dense, "validation_perplexity": perplexity(model, data.validation)},
+        rules=search_rules(settings.divisor),
+        checkpoints=folder,
+        search_config=lambda method, path: search_config(method, data, path, settings.progress),
+        log=_log,
+    )
+    result = run_variants(inputs, methods, settings.budgets, GRADNAS)
+    result["dense_validation_perplexity"] = inputs.dense["validation_perplexity"]
+    return result
 
 
 def run_torch_pruning(
@@ -861,9 +933,11 @@ def protocol_info(settings: Settings, data: Data) -> dict[str, Any]:
         "calibration_batches": len(data.calibration),
         "held_back_batches": len(data.held_back),
         "held_back_batch_size": settings.held_back_batch_size,
+        "validation_batches": len(data.validation),
         "eval_batches": len(data.evaluation),
         "calibration_tokens": tokens(data.calibration),
         "held_back_tokens": tokens(data.held_back),
+        "validation_tokens": tokens(data.validation),
         "eval_tokens": tokens(data.evaluation),
         "rules": search_rules(settings.divisor),
         "budgets": list(settings.budgets),

@@ -105,13 +105,18 @@ def smallest_uniform(sensitivity: Sensitivity, full_sizes: Mapping[str, int]) ->
     return config
 
 
+Allocation = Callable[[Sensitivity, Callable[[Mapping[str, int]], float], float], dict[str, int]]
+
+
 def uniform_allocation(
     sensitivity: Sensitivity,
     cost: Callable[[Mapping[str, int]], float],
     limit: float,
     full_sizes: Mapping[str, int] | None = None,
+    allocate: Allocation = threshold_allocation,
 ) -> dict[str, int]:
-    """The threshold allocation with one size per group of per-layer hparams.
+    """``allocate`` (the threshold allocation by default) with one size per group of
+    per-layer hparams.
 
     A group's degradation at a size is the sum of its members' (each layer keeps its own most
     important units); only sizes every member allows are candidates. The result has the same
@@ -126,4 +131,4 @@ def uniform_allocation(
     def expand(config: Mapping[str, int]) -> dict[str, int]:
         return {m: size for pattern, size in config.items() for m in groups[pattern]}
 
-    return expand(threshold_allocation(grouped, lambda c: cost(expand(c)), limit))
+    return expand(allocate(grouped, lambda c: cost(expand(c)), limit))

@@ -9,6 +9,7 @@ same command resumes from it.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -39,8 +40,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    """A number in [0, 1] (``--min-keep``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from nasframe.job import JobSettings
+    from nasframe.job import JOB_SEARCH_DEFAULTS, JobSettings
+    from nasframe.reconstruct import RECONSTRUCT_MODES
+    from nasframe.score_normalization import NORMALIZATIONS
+    from nasframe.searcher import ALLOCATIONS
 
     defaults = JobSettings()
     parser = _Parser(prog="nasframe", description="Structured pruning and architecture search.")
@@ -89,6 +104,32 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="restrict the search to configs with the same sizes in every layer, so the result "
         "loads in plain transformers",
+    )
+    search.add_argument(
+        "--allocation",
+        choices=tuple(ALLOCATIONS),
+        help="threshold: one degradation threshold for every hparam; global: remove the least "
+        f"damage per unit of cost first (default: {JOB_SEARCH_DEFAULTS['allocation']})",
+    )
+    search.add_argument(
+        "--normalize",
+        choices=NORMALIZATIONS,
+        help="scale each hparam's scores before allocating: by nothing, their sum or their "
+        f"max (default: {JOB_SEARCH_DEFAULTS['normalize']})",
+    )
+    search.add_argument(
+        "--min-keep",
+        type=_fraction,
+        help="fraction of every hparam's size the search always keeps "
+        f"(default: {JOB_SEARCH_DEFAULTS['min_keep']:g})",
+    )
+    search.add_argument(
+        "--reconstruct",
+        choices=RECONSTRUCT_MODES,
+        default=defaults.reconstruct,
+        help="repair the kept weights from calibration activations: bias folds the mean of "
+        "removed units into the next bias, lsq refits the kept units' output weights "
+        f"(default: {defaults.reconstruct})",
     )
     model_default = " (default: the model's; see docs/user-guide.md)"
     search.add_argument(
@@ -201,6 +242,10 @@ def _search(args: argparse.Namespace) -> int:
         verbose=not args.quiet,
         uniform=args.uniform,
         trust_remote_code=args.trust_remote_code,
+        allocation=args.allocation,
+        normalize=args.normalize,
+        min_keep=args.min_keep,
+        reconstruct=args.reconstruct,
     )
     import torch.distributed as dist
 

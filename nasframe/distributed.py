@@ -103,6 +103,20 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def sum_tensor_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU ``tensor`` summed over the ranks, in place (the tensor itself without a group).
+
+    NCCL reduces only GPU tensors, so there it travels through the current GPU and back.
+    """
+    if not is_active():
+        return tensor
+    if dist.get_backend() == "nccl":
+        on_device = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+        tensor.copy_(all_reduce_sum(on_device).cpu())
+        return tensor
+    return all_reduce_sum(tensor)
+
+
 def sum_over_ranks(values: Sequence[float]) -> list[float]:
     """Each value summed over the ranks, in float64 (losses, token counts)."""
     device = None

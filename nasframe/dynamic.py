@@ -34,6 +34,24 @@ class SlotDim:
     groups: int = 1
 
 
+@dataclass(frozen=True)
+class LinearMap:
+    """A linear map ``y = W x + b`` inside a dynamic module, declared so that reconstruction
+    (:mod:`nasframe.reconstruct`) can refit its kept input columns from calibration inputs.
+
+    ``weight`` and ``bias`` are parameter paths; the bias may be absent, and reconstruction
+    then adds one at that path, so the module's ``SLOTS`` must already index it along the
+    output dimension (slicing and export then keep it). ``input_dim`` is the weight dimension
+    ``x`` multiplies (1 for ``nn.Linear``, 0 for GPT-2's ``Conv1D``); ``input_module`` is the
+    child whose forward receives ``x`` as its first argument, "" for the module itself.
+    """
+
+    weight: str
+    bias: str
+    input_dim: int
+    input_module: str = ""
+
+
 def unit_to_element_index(
     units: slice | torch.Tensor, num_units: int, unit_size: int, groups: int
 ) -> slice | torch.Tensor:
@@ -70,6 +88,8 @@ class DynamicModule(nn.Module):
     # output's last dimension (or each tuple element's) likewise.
     TRACE_INPUTS: ClassVar[tuple[tuple[str, str | None], ...]] = ()
     TRACE_OUTPUT: ClassVar[str | None | tuple[str | None, ...]] = None
+    # Linear maps whose input dimension pruning can cut (see LinearMap); none by default.
+    LINEAR_MAPS: ClassVar[tuple[LinearMap, ...]] = ()
 
     def _init_slots(self) -> None:
         self._slot_hparams: dict[str, Hparam | None] = {slot: None for slot in self.SLOTS}
@@ -148,6 +168,20 @@ class DynamicModule(nn.Module):
                 tensor = index_dim(tensor, dim, index)
         return tensor
 
+    def linear_maps(self) -> tuple[LinearMap, ...]:
+        """The linear maps reconstruction may refit (override when they depend on the instance)."""
+        return self.LINEAR_MAPS
+
+    def slots_on(self, param_name: str, dim: int) -> list[tuple[str, SlotDim]]:
+        """The slots indexing dimension ``dim`` of ``param_name``."""
+        return self._dims_of(param_name).get(dim, [])
+
+    def kept_elements(self, param_name: str, dim: int) -> slice | torch.Tensor | None:
+        """Element index of what the active config keeps along ``dim`` of ``param_name`` (an
+        element is kept when every slot on that dimension keeps it), None when all are kept."""
+        length = self.param_tensor(param_name).shape[dim]
+        return self._dim_index(self.slots_on(param_name, dim), length)
+
     def _dims_of(self, param_name: str) -> dict[int, list[tuple[str, SlotDim]]]:
         """The slots indexing each dimension of ``param_name``."""
         dims: dict[int, list[tuple[str, SlotDim]]] = {}
@@ -200,6 +234,7 @@ class DynamicLinear(nn.Linear, DynamicModule):
     }
     TRACE_INPUTS = (("input", "in_features"),)
     TRACE_OUTPUT = "out_features"
+    LINEAR_MAPS = (LinearMap("weight", "bias", input_dim=1),)
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicLinear:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from nasframe import distributed
 from nasframe.atomic import atomic_write_directory, atomic_write_json
@@ -31,9 +32,11 @@ from nasframe.errors import UserInputError
 from nasframe.export import export
 from nasframe.flops import count_flops
 from nasframe.hparam import ChoiceRule
+from nasframe.linear_targets import bias_reserve
 from nasframe.lm import next_token_loss, perplexity, token_batches
 from nasframe.plugins import get_algorithm
-from nasframe.searcher import BinarySearcher
+from nasframe.reconstruct import RECONSTRUCT_MODES, reconstruct
+from nasframe.searcher import BinarySearcher, check_allocation_settings
 from nasframe.serialization import save
 from nasframe.space import convert
 from nasframe.text import TextCorpus, load_corpus_file, stdlib_corpus
@@ -63,6 +66,23 @@ class JobSettings:
     verbose: bool = True
     uniform: bool = False  # the same size in every layer, so plain transformers loads it
     trust_remote_code: bool = False  # let a model directory run its own Python code
+    # How sensitivities become sizes (see nasframe.searcher); None: JOB_SEARCH_DEFAULTS.
+    allocation: str | None = None
+    normalize: str | None = None
+    min_keep: float | None = None
+    # Repair of the kept weights after pruning (see nasframe.reconstruct); the default is the
+    # mode the SmolLM2 benchmark measured best (docs/results.md).
+    reconstruct: str = "lsq"
+
+
+#: The allocation settings of the main job where the algorithm accepts them: the combination
+#: the SmolLM2 benchmark measured best (docs/results.md, "Allocation, normalisation and
+#: reconstruction"). A library search keeps the searcher's own defaults.
+JOB_SEARCH_DEFAULTS: dict[str, Any] = {
+    "allocation": "global",
+    "normalize": "none",
+    "min_keep": 0.0,
+}
 
 
 # Sizes for a model that states none (a byte-level model: long sequences are cheap).
@@ -105,7 +125,7 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
         settings = replace(settings, verbose=False)  # one set of progress bars
     constraint = Constraint.parse(settings.constraint)  # fail fast, before loading anything
     searcher = get_algorithm(settings.algorithm)()
-    _check_uniform_supported(searcher, settings)
+    _check_search_options_supported(searcher, settings)
     out = Path(settings.out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; pass a directory path.")
@@ -148,8 +168,32 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
             "lower --divisor."
         )
     search_config = _search_config(searcher, settings, calibration, held_back, out, corpus)
+    # Reconstruction may give maps a bias they lack: search a parameter budget that much
+    # lower, so the repaired model still meets it (a budget that prunes nothing adds none).
+    reserve = 0
+    prunes = constraint.kind == "params" and constraint.limit(params_before) < params_before
+    if settings.reconstruct != "none" and prunes:
+        reserve = bias_reserve(space)
+    searched = (
+        Constraint("params", constraint.limit(params_before) - reserve, relative=False)
+        if reserve
+        else constraint
+    )
     with phase("search"):
-        result = searcher.search(space, constraint, dummy_input=dummy_input, config=search_config)
+        result = searcher.search(space, searched, dummy_input=dummy_input, config=search_config)
+    with phase("reconstruct"):
+        repaired = reconstruct(
+            space,
+            calibration,
+            next_token_loss,
+            settings.reconstruct,
+            progress=_progress(_label("reconstruct", settings)),
+        )
+    if settings.reconstruct != "none":
+        log(
+            f"reconstruct ({settings.reconstruct}): {len(repaired.reconstructed)} projections "
+            f"repaired on {repaired.batches} calibration batches in {repaired.seconds:.1f} s"
+        )
     with phase("export"):
         pruned = export(space, inplace=True).eval()
     with phase("evaluate_after"):
@@ -181,12 +225,23 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
         },
         "hparams": {name: {"kept": hp.active, "max": hp.max} for name, hp in space.hparams.items()},
         "search": {
-            "limit": result.limit,
+            # the budget asked for; the search aimed at searched_limit, bias_reserve below it
+            "limit": result.limit + reserve,
+            "searched_limit": result.limit,
+            "bias_reserve": reserve,
             "cost_after": result.cost_after,
             "resumed_from_checkpoint": result.resumed,
             "calibration_batches": len(calibration),
             "scoring": getattr(searcher, "importance_info", {}),
             "timings_s": result.timings,
+            **{key: search_config[key] for key in JOB_SEARCH_DEFAULTS if key in search_config},
+        },
+        "reconstruct": {
+            "mode": settings.reconstruct,
+            "reconstructed": list(repaired.reconstructed),
+            "skipped": dict(repaired.skipped),
+            "added_biases": dict(repaired.added_biases),
+            "batches": repaired.batches,
         },
         "settings": asdict(settings),
         "environment": {
@@ -208,6 +263,7 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
             bundle.architecture,
             extra={"summary": SUMMARY_FILE},
             kept_units=space.kept_units(),
+            added_biases=space.added_biases,
         )
         summary["exports"] = _save_plain(bundle, pruned, out, log)
     summary["timings_s"] = timings
@@ -233,21 +289,40 @@ def _save_plain(
         atomic_write_directory(target, lambda directory: bundle.save_plain(pruned, directory))
     except UserInputError as error:
         shutil.rmtree(target, ignore_errors=True)
+        reason = str(error)
         exports["note"] = (
-            f"only the nasframe format was written to {out} (load it with nasframe.load): the "
-            "pruned sizes differ between layers, which plain transformers cannot load; rerun "
-            f"with --uniform to also get {target}."
+            f"only the nasframe format was written to {out} (load it with nasframe.load); "
+            f"plain transformers cannot hold this model: {reason}"
         )
-        exports["reason"] = str(error)
+        exports["reason"] = reason
         log(exports["note"])
         return exports
     exports[PLAIN_EXPORT_DIR] = str(target)
     return exports
 
 
-def _check_uniform_supported(searcher, settings: JobSettings) -> None:
-    """Fail before loading anything when --uniform is given to an algorithm without it."""
-    if settings.uniform and "uniform" not in searcher.default_search_config:
+def _check_search_options_supported(searcher, settings: JobSettings) -> None:
+    """Fail before loading anything when an option is given to an algorithm without it, and
+    check the values themselves (a typo must not cost a model load)."""
+    accepted = searcher.default_search_config
+    for key in JOB_SEARCH_DEFAULTS:
+        if getattr(settings, key) is not None and key not in accepted:
+            flag = "--" + key.replace("_", "-")
+            raise UserInputError(
+                f"{flag} is not supported by --algo {settings.algorithm}; drop {flag} or "
+                "choose an algorithm built on the binary search (gradnas, fastnas)."
+            )
+    filled = {
+        key: default if getattr(settings, key) is None else getattr(settings, key)
+        for key, default in JOB_SEARCH_DEFAULTS.items()
+    }
+    check_allocation_settings(**filled)
+    if settings.reconstruct not in RECONSTRUCT_MODES:
+        raise UserInputError(
+            f"--reconstruct must be one of {', '.join(RECONSTRUCT_MODES)}, got "
+            f"{settings.reconstruct!r}."
+        )
+    if settings.uniform and "uniform" not in accepted:
         raise UserInputError(
             f"--uniform is not supported by --algo {settings.algorithm}; drop --uniform or "
             "choose an algorithm that supports it (see `nasframe algos`)."
@@ -323,6 +398,10 @@ def _search_config(searcher, settings, calibration, held_back, out: Path, corpus
     config: dict[str, Any] = {"verbose": settings.verbose}
     if "uniform" in accepted:
         config["uniform"] = settings.uniform
+    for key, default in JOB_SEARCH_DEFAULTS.items():
+        if key in accepted:
+            value = getattr(settings, key)
+            config[key] = default if value is None else value
     if "checkpoint" in accepted and settings.use_checkpoint:
         config["checkpoint"] = settings.checkpoint or str(
             out / ".checkpoints" / f"{settings.algorithm}-{_job_key(settings, corpus)}.json"
@@ -361,6 +440,16 @@ def _perplexity(model: torch.nn.Module, batches, label: str | None) -> float:
         loss = math.log(perplexity(model, mine, label)) * tokens
     loss, tokens = distributed.sum_over_ranks([loss, tokens])
     return math.exp(loss / tokens)
+
+
+def _progress(label: str | None) -> Callable[..., Any]:
+    """A progress bar labelled ``label`` (none when ``label`` is None)."""
+
+    def bar(iterable: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("desc", label)  # the caller's own label wins
+        return tqdm(iterable, disable=label is None, leave=False, **kwargs)
+
+    return bar
 
 
 def _job_key(settings: JobSettings, corpus: TextCorpus) -> str:

@@ -4,8 +4,10 @@
 the one constraint and its cost model, and the checkpoint. :class:`BinarySearcher` is the
 seed's loop: rank units (``compute_importance``, supplied by an algorithm), sort the weights
 so the kept units are the top ones, measure each hparam's *sensitivity* (degradation of the
-score at each allowed size), then binary-search one degradation threshold until the
-constraint is met. fastnas and gradnas are subclasses that differ only in how they score.
+score at each allowed size), then allocate sizes that meet the constraint: the seed's binary
+search of one degradation threshold (``"allocation": "threshold"``) or the cost-aware global
+greedy (``"global"``, :mod:`nasframe.global_allocation`), optionally on normalised
+sensitivities. fastnas and gradnas are subclasses that differ only in how they score.
 """
 
 from __future__ import annotations
@@ -22,13 +24,28 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nasframe.allocation import smallest_uniform, threshold_allocation, uniform_allocation
+from nasframe.allocation import (
+    Allocation,
+    Sensitivity,
+    smallest_uniform,
+    threshold_allocation,
+    uniform_allocation,
+)
 from nasframe.checkpoint import SearchCheckpoint, weights_digest
 from nasframe.constraints import Constraint, CostModel
 from nasframe.errors import InfeasibleConstraintError, UserInputError
+from nasframe.global_allocation import global_allocation
+from nasframe.score_normalization import NORMALIZATIONS, normalize_sensitivity
 from nasframe.space import Config, SearchSpace
 
 ScoreFunc = Callable[[nn.Module], float]
+
+#: How sensitivities become sizes: one degradation threshold for every hparam, or the
+#: cost-aware greedy that removes the least damage per unit of cost first.
+ALLOCATIONS: dict[str, Allocation] = {
+    "threshold": threshold_allocation,
+    "global": global_allocation,
+}
 
 
 @dataclass
@@ -44,6 +61,9 @@ class SearchResult:
     sensitivity: dict[str, dict[int, float]]
     timings: dict[str, float] = field(default_factory=dict)
     resumed: bool = False
+    #: Seconds spent computing importance and sensitivities, including the runs that wrote
+    #: a resumed checkpoint (``timings`` only covers this run).
+    compute_s: float = 0.0
 
 
 class BaseSearcher(ABC):
@@ -132,7 +152,8 @@ class BaseSearcher(ABC):
 
 
 class BinarySearcher(BaseSearcher):
-    """Importance ranking, per-choice sensitivity, and a binary search of one threshold."""
+    """Importance ranking, per-choice sensitivity, and an allocation (one threshold or the
+    cost-aware global greedy)."""
 
     name = "binary"
     #: Whether sensitivities are measured with the user's score_func (fastnas) or derived
@@ -150,7 +171,17 @@ class BinarySearcher(BaseSearcher):
             # One size per group of per-layer hparams (every layer's FFN width alike), so
             # the result is expressible as a plain config of the model's family.
             "uniform": False,
+            "allocation": "threshold",  # see ALLOCATIONS
+            "normalize": "none",  # see nasframe.score_normalization
+            # Fraction of each hparam's full size an allocation never goes below (0: down
+            # to its smallest allowed size).
+            "min_keep": 0.0,
         }
+
+    def sanitize_search_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        config = super().sanitize_search_config(config)
+        check_allocation_settings(config["allocation"], config["normalize"], config["min_keep"])
+        return config
 
     def __init__(self) -> None:
         super().__init__()
@@ -209,6 +240,14 @@ class BinarySearcher(BaseSearcher):
                 "install a plugin that makes these module types scorable."
             )
         resumed = checkpoint.resumed
+        # Seconds spent on importance and sensitivities, over every run that added to this
+        # checkpoint: a resumed search still reports what its results cost to compute.
+        spent_before, start = float(checkpoint.extra.get("compute_s", 0.0)), time.perf_counter()
+
+        def save() -> None:
+            checkpoint.extra["compute_s"] = spent_before + time.perf_counter() - start
+            checkpoint.save()
+
         # The checkpoint keeps scores in the units' original order: the space may already be
         # sorted (a search interrupted or run before on it), and its units permuted.
         hparams = self.space.all_hparams
@@ -219,7 +258,7 @@ class BinarySearcher(BaseSearcher):
                     for name, scores in self.compute_importance(names).items()
                 }
                 checkpoint.extra["importance_info"] = self.importance_info
-                checkpoint.save()
+                save()
             else:
                 self.importance_info = dict(checkpoint.extra.get("importance_info", {}))
         for name, scores in checkpoint.importance.items():
@@ -236,11 +275,11 @@ class BinarySearcher(BaseSearcher):
                         checkpoint.sensitivity[name] = self.compute_sensitivity(name)
                         unsaved = True
                         if time.monotonic() - last_save >= self.SAVE_INTERVAL_S:
-                            checkpoint.save()
+                            save()
                             last_save, unsaved = time.monotonic(), False
             finally:
                 if unsaved:
-                    checkpoint.save()
+                    save()
         with self.phase("allocation"):
             sensitivity = {name: checkpoint.sensitivity[name] for name in names}
             config = self.allocate(sensitivity, kind, limit)
@@ -253,20 +292,30 @@ class BinarySearcher(BaseSearcher):
             importance=dict(checkpoint.importance),
             sensitivity=sensitivity,
             resumed=resumed,
+            compute_s=float(checkpoint.extra.get("compute_s", 0.0)),
         )
 
     def allocate(self, sensitivity: dict[str, dict[int, float]], kind: str, limit: float) -> Config:
         """Sizes for the searched hparams that meet ``limit`` (the others stay at full size)."""
         cost = self.cost_model.cost_fn(kind)
-        smallest = cost({name: self.space.hparams[name].min for name in sensitivity})
+        sensitivity = self.allowed_sensitivity(
+            normalize_sensitivity(sensitivity, self.config["normalize"])
+        )
+        smallest = cost({name: min(per_choice) for name, per_choice in sensitivity.items()})
         if smallest > limit:
             original = cost(self.space.max_config())
+            floor = (
+                f" keeping at least {self.config['min_keep']:.0%} of each (min_keep)"
+                if self.config["min_keep"] > 0
+                else ""
+            )
             raise InfeasibleConstraintError(
                 f"{self.name} can only prune {len(sensitivity)} of {len(self.space.hparams)} "
-                f"hparams, whose smallest sub-network has {smallest:,.0f} {kind} "
+                f"hparams{floor}, whose smallest sub-network has {smallest:,.0f} {kind} "
                 f"({100 * smallest / original:.1f}% of the original), above the limit "
                 f"{limit:,.0f}; relax the constraint to at least that."
             )
+        allocate = ALLOCATIONS[self.config["allocation"]]
         if self.config.get("uniform"):
             full_sizes = {name: self.space.hparams[name].max for name in sensitivity}
             uniform_floor = cost(smallest_uniform(sensitivity, full_sizes))
@@ -278,18 +327,49 @@ class BinarySearcher(BaseSearcher):
                     f"original), above the limit {limit:,.0f}; relax the constraint to at least "
                     "that or search without --uniform."
                 )
+            per_layer = allocate
 
-            def allocation(sens, cost_fn, lim):
-                return uniform_allocation(sens, cost_fn, lim, full_sizes)
-        else:
-            allocation = threshold_allocation
+            def allocate(sens, cost_fn, lim):
+                return uniform_allocation(sens, cost_fn, lim, full_sizes, per_layer)
+
         try:
-            return allocation(sensitivity, cost, limit)
+            return allocate(sensitivity, cost, limit)
         except ValueError:
             raise InfeasibleConstraintError(
                 f"only sizes whose score was not finite (NaN or Inf) would meet the limit "
                 f"{limit:,.0f} {kind}; relax the constraint or check score_func."
             ) from None
+
+    def allowed_sensitivity(self, sensitivity: Sensitivity) -> dict[str, dict[int, float]]:
+        """``sensitivity`` without the sizes below ``min_keep`` of each hparam's full size
+        (the full size always stays)."""
+        keep = self.config["min_keep"]
+        allowed = {}
+        for name, per_choice in sensitivity.items():
+            floor = math.ceil(keep * self.space.hparams[name].max - 1e-9)
+            allowed[name] = {c: d for c, d in per_choice.items() if c >= floor} or {
+                max(per_choice): 0.0
+            }
+            allowed[name].setdefault(max(per_choice), per_choice[max(per_choice)])
+        return allowed
+
+
+def check_allocation_settings(allocation: Any, normalize: Any, min_keep: Any) -> None:
+    """One clear error for a bad ``allocation``, ``normalize`` or ``min_keep`` value."""
+    for key, value, valid in (
+        ("allocation", allocation, tuple(ALLOCATIONS)),
+        ("normalize", normalize, NORMALIZATIONS),
+    ):
+        if value not in valid:
+            raise UserInputError(f"{key} must be one of {', '.join(valid)}, got {value!r}.")
+    if (
+        isinstance(min_keep, bool)
+        or not isinstance(min_keep, int | float)
+        or not 0 <= min_keep <= 1
+    ):
+        raise UserInputError(
+            f"min_keep must be a fraction of each hparam's size in [0, 1], got {min_keep!r}."
+        )
 
 
 def _in_original_order(scores: torch.Tensor, unit_ids: torch.Tensor) -> torch.Tensor:

@@ -34,12 +34,15 @@ def save(
     architecture: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     kept_units: dict[str, list[int]] | None = None,
+    added_biases: dict[str, int] | None = None,
 ) -> Path:
     """Write ``model`` (an exported plain model) and what rebuilds it into ``directory``.
 
     ``kept_units`` (``space.kept_units()``) records which layers a depth hparam kept: layers
     are never reordered, so the kept ones are not simply the first ones, and a rebuilt model
-    needs them to give every remaining layer its own sizes.
+    needs them to give every remaining layer its own sizes. ``added_biases``
+    (``space.added_biases``: parameter name in the unpruned model -> size) records the biases
+    reconstruction added, which the rebuilt architecture lacks until a load adds them.
     """
     directory = Path(directory)
     weights = directory / WEIGHTS_FILE
@@ -52,6 +55,7 @@ def save(
             "architecture": architecture or {},
             "config": dict(config),
             "kept_units": {name: list(units) for name, units in (kept_units or {}).items()},
+            "added_biases": {name: int(size) for name, size in (added_biases or {}).items()},
             "weights": {"file": WEIGHTS_FILE, "sha256": _sha256(weights)},
             "extra": extra or {},
         },
@@ -102,6 +106,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
                 "load(directory, model=...)."
             )
         model = build_architecture(architecture["name"], architecture.get("kwargs", {}))
+    _add_recorded_biases(model, metadata.get("added_biases") or {})
     space = convert(model)
     space.keep_units(metadata.get("kept_units") or {})
     space.select(metadata["config"])
@@ -123,6 +128,39 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
             "pruned from."
         )
     return pruned
+
+
+def _add_recorded_biases(model: nn.Module, added: Any) -> None:
+    """Give the unpruned model the zero biases reconstruction added (the saved weights fill
+    them); a bias the model already has is left for the weights to overwrite."""
+    from nasframe.linear_targets import add_bias
+
+    valid = isinstance(added, dict) and all(
+        isinstance(name, str)
+        and name.rpartition(".")[2] == "bias"
+        and isinstance(size, int)
+        and size > 0
+        for name, size in added.items()
+    )
+    if not valid:
+        raise UserInputError(
+            f"added_biases in {METADATA_FILE} must map bias names to sizes, got {added!r}; "
+            "re-export the model."
+        )
+    for name, size in added.items():
+        owner_name = name.rpartition(".")[0]
+        try:
+            owner = model.get_submodule(owner_name) if owner_name else model
+            weight = owner.get_parameter("weight")
+        except AttributeError:
+            owner = weight = None
+        if weight is None:
+            raise UserInputError(
+                f"{METADATA_FILE} adds a bias {name!r} but the model has no such module with a "
+                "weight; pass the same architecture the model was pruned from."
+            )
+        if getattr(owner, "bias", None) is None:
+            add_bias(model, name, size)
 
 
 def _sha256(path: Path) -> str:

@@ -47,6 +47,9 @@ class SearchSpace:
         self.uniform_multiples = dict(uniform_multiples or {})
         # hparam names a uniform search keeps at full size
         self.uniform_fixed = list(uniform_fixed or [])
+        # parameter name -> size of each bias reconstruction added (the unpruned architecture
+        # has none there): what nasframe.save records so a load rebuilds them
+        self.added_biases: dict[str, int] = {}
 
     def restrict_to_uniform(self) -> None:
         """Keep only the sizes a same-size-every-layer config can express (see convert)."""

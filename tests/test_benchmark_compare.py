@@ -233,7 +233,9 @@ def test_methods_on_a_tiny_llama_reuse_their_checkpoints_and_render(tmp_path, on
     def batches(n):
         return [torch.randint(0, 64, (2, 9), generator=generator) for _ in range(n)]
 
-    data = compare.Data(batches(2), batches(1), batches(1), source="random tokens")
+    data = compare.Data(
+        batches(2), batches(1), batches(1), source="random tokens", validation=batches(1)
+    )
     settings = replace(
         compare.parse_settings(["--quick", "--no-progress", "--out-md", str(tmp_path / "r.md")]),
         budgets=(90, 80),
@@ -241,7 +243,8 @@ def test_methods_on_a_tiny_llama_reuse_their_checkpoints_and_render(tmp_path, on
         divisor=16,
     )
     dense = {"perplexity": 64.0, "params": sum(p.numel() for p in model.parameters())}
-    runs, methods, space = compare.compare_methods(model, data, dense, settings)
+    runs, methods, space = compare.compare_methods(model, data, dense, settings, str(tmp_path))
+    variants = compare.compare_variants(model, data, dense, settings, tmp_path)
 
     # the model itself is never converted or sorted: every run works on a copy
     assert all(
@@ -272,6 +275,7 @@ def test_methods_on_a_tiny_llama_reuse_their_checkpoints_and_render(tmp_path, on
         "dense": dense,
         "runs": [compare.asdict(run) for run in runs],
         "methods": methods,
+        "variants": variants,
         "scoring": compare.summarize_scoring(
             {"seconds": [2.0], "batches": 2, "peak_above_load_kb": 100},
             {"seconds": [4.0], "batches": 2, "peak_above_load_kb": 200},
@@ -282,6 +286,8 @@ def test_methods_on_a_tiny_llama_reuse_their_checkpoints_and_render(tmp_path, on
     written = (tmp_path / "r.md").read_text()
     assert written.startswith("# Results\n\nkept\n")
     assert written.count(report.MARK_START) == 1 and "| gradnas | 80% |" in written
+    assert "### Allocation, normalisation and reconstruction" in written
+    assert "Target (issue 6)" in written
     raw = (tmp_path / "results-smollm2.json").read_text()
     assert "resumed" in report.format_table(results)
 
@@ -291,6 +297,77 @@ def test_methods_on_a_tiny_llama_reuse_their_checkpoints_and_render(tmp_path, on
     assert "| gradnas | 80% |" in again.read_text()
     assert "(../results-smollm2.json)" in again.read_text()
     assert (tmp_path / "results-smollm2.json").read_text() == raw
+
+
+def test_variants_cover_the_grid_and_every_reconstruction_and_never_resume_in_vain(
+    tmp_path, one_thread
+):
+    model = _tiny_llama()
+    generator = torch.Generator().manual_seed(0)
+
+    def batches(n):
+        return [torch.randint(0, 64, (2, 9), generator=generator) for _ in range(n)]
+
+    data = compare.Data(
+        batches(2), batches(1), batches(1), source="random tokens", validation=batches(1)
+    )
+    settings = replace(
+        compare.parse_settings(["--quick", "--no-progress", "--out-md", str(tmp_path / "r.md")]),
+        budgets=(90, 80),
+        methods=("gradnas", "random"),
+        divisor=16,
+    )
+    dense = {"perplexity": 64.0, "params": sum(p.numel() for p in model.parameters())}
+    variants = compare.compare_variants(model, data, dense, settings, tmp_path)
+    runs = variants["runs"]
+    grid = {(r["allocation"], r["normalize"]) for r in runs if r["reconstruct"] == "none"}
+    assert grid == {(a, n) for a in report.ALLOCATIONS for n in report.NORMALIZATIONS}
+    chosen = variants["selected"]["gradnas"]
+    for budget in (90, 80):
+        modes = {
+            r["reconstruct"]
+            for r in runs
+            if r["budget"] == budget
+            and (r["allocation"], r["normalize"]) == (chosen["allocation"], chosen["normalize"])
+        }
+        assert modes == set(report.RECONSTRUCTIONS)
+    assert all(r["fraction"] <= r["budget"] / 100 for r in runs)
+    best = min(
+        (r for r in runs if r["budget"] == 80 and r["reconstruct"] == "none"),
+        key=lambda r: r["validation_perplexity"],
+    )
+    assert (best["allocation"], best["normalize"]) == (chosen["allocation"], chosen["normalize"])
+
+
+def test_the_variant_target_reads_the_selected_gradnas_run():
+    def run(reconstruct, ratio, validation):
+        return {
+            "method": "gradnas",
+            "budget": 80,
+            "allocation": "global",
+            "normalize": "none",
+            "reconstruct": reconstruct,
+            "perplexity": 20.0 * ratio,
+            "ratio_to_dense": ratio,
+            "validation_perplexity": validation,
+            "fraction": 0.8,
+            "reconstruct_s": 1.0,
+        }
+
+    results = _results({80: 29.0}, {80: 70.0})
+    results["variants"] = {
+        "grid_budget": 80,
+        "runs": [run("none", 1.5, 9.0), run("lsq", 1.25, 8.0)],
+        "selected": {
+            "gradnas": {"allocation": "global", "normalize": "none", "reconstruct": "lsq"}
+        },
+    }
+    target = report.check_variant_target(results)
+    assert target.met is True and "1.25x" in target.measured
+    results["variants"]["runs"][1]["ratio_to_dense"] = 1.31
+    assert report.check_variant_target(results).met is False
+    del results["variants"]
+    assert report.check_variant_target(results).met is None
 
 
 def test_held_back_score_is_minus_the_mean_loss(one_thread):

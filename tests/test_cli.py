@@ -289,6 +289,41 @@ def test_saved_model_loads_and_reproduces_the_reported_perplexity(
     assert measured == pytest.approx(summary["perplexity"]["after"], rel=1e-5)
 
 
+def test_the_default_search_allocates_globally_and_reconstructs_by_least_squares(
+    finished_run: dict,
+) -> None:
+    summary = read_summary(finished_run["out"])
+    search = summary["search"]
+    assert (search["allocation"], search["normalize"], search["min_keep"]) == ("global", "none", 0)
+    assert summary["reconstruct"]["mode"] == "lsq"
+    assert summary["reconstruct"]["reconstructed"], "no projection was repaired"
+    assert summary["reconstruct"]["batches"] == CALIBRATION
+    assert "reconstruct" in summary["timings_s"]
+
+
+def test_allocation_and_reconstruction_flags_reach_the_search(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    flags = ["--allocation", "threshold", "--normalize", "sum", "--min-keep", "0.25"]
+    argv = search_argv(corpus, out, "--constraint", "params=60%", "--reconstruct", "bias", *flags)
+    code, _, stderr = run_main([*argv, "--no-checkpoint", "--quiet"])
+    assert code == 0, stderr
+    summary = read_summary(out)
+    search = summary["search"]
+    assert (search["allocation"], search["normalize"], search["min_keep"]) == (
+        "threshold",
+        "sum",
+        0.25,
+    )
+    assert summary["reconstruct"]["mode"] == "bias"
+    assert summary["params"]["fraction"] <= 0.6
+    for name, sizes in summary["hparams"].items():
+        assert sizes["kept"] >= 0.25 * sizes["max"], name
+    model = nasframe.load(out)
+    assert perplexity(model, evaluation_batches(corpus)) == pytest.approx(
+        summary["perplexity"]["after"], rel=1e-5
+    )
+
+
 def test_search_uses_exactly_the_requested_calibration_batches(gradnas_run: dict) -> None:
     assert gradnas_run["code"] == 0, gradnas_run["stderr"][-2000:]
     assert read_summary(gradnas_run["out"])["search"]["calibration_batches"] == CALIBRATION
@@ -541,6 +576,24 @@ def test_bad_input_is_one_line_and_exit_code_2(
             ["search", "--seq-len", "1.5"],
             [r"--seq-len", r"\(see nasframe search --help\)"],
             id="sub",
+        ),
+        pytest.param(
+            ["search", "--allocation", "greedy"],
+            [r"--allocation: invalid choice: 'greedy'", r"'threshold', 'global'"],
+            id="allocation",
+        ),
+        pytest.param(
+            ["search", "--normalize", "mean"], [r"--normalize: invalid choice"], id="normalize"
+        ),
+        pytest.param(
+            ["search", "--min-keep", "1.5"],
+            [r"--min-keep: expected a fraction between 0 and 1, got '1.5'"],
+            id="min-keep",
+        ),
+        pytest.param(
+            ["search", "--reconstruct", "retrain"],
+            [r"--reconstruct: invalid choice: 'retrain'", r"'none', 'bias', 'lsq'"],
+            id="reconstruct",
         ),
     ],
 )

@@ -26,7 +26,10 @@ def test_unknown_search_config_key_lists_the_valid_keys() -> None:
         get_algorithm("fastnas")().sanitize_search_config({"score_fn": None})
     message = str(error.value)
     assert "score_fn" in message and "fastnas" in message
-    assert "valid keys: checkpoint, score_func, uniform, verbose." in message
+    assert (
+        "valid keys: allocation, checkpoint, min_keep, normalize, score_func, uniform, verbose."
+        in message
+    )
 
     with pytest.raises(UserInputError) as error:
         get_algorithm("gradnas")().sanitize_search_config({"dataloader": []})
@@ -41,7 +44,15 @@ def test_search_config_defaults_are_filled_in() -> None:
         return 0.0
 
     config = get_algorithm("fastnas")().sanitize_search_config({"score_func": score})
-    assert config == {"checkpoint": None, "verbose": True, "score_func": score, "uniform": False}
+    assert config == {
+        "checkpoint": None,
+        "verbose": True,
+        "score_func": score,
+        "uniform": False,
+        "allocation": "threshold",
+        "normalize": "none",
+        "min_keep": 0.0,
+    }
 
 
 def test_fastnas_without_score_func_says_what_to_pass() -> None:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from nasframe.dynamic import DynamicModule, SlotDim
+from nasframe.dynamic import DynamicModule, LinearMap, SlotDim
 from nasframe_transformers.wrapped import (
     WrappedModule,
     copy_plain_attributes,
@@ -57,6 +57,8 @@ class DynamicGQAttention(WrappedModule):
 
     PROJECTIONS = PROJECTIONS
     DERIVED = frozenset({"SLOTS", "num_key_value_groups"})
+    # o_proj reads the heads; q/k/v read the hidden size, which is always the residual stream.
+    LINEAR_MAPS = (LinearMap("o_proj.weight", "o_proj.bias", 1, input_module="o_proj"),)
     adopt_projection = staticmethod(SlicedProjection.adopt)
     plain_projection = staticmethod(plain_linear)
 

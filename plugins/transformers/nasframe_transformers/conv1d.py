@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from nasframe.dynamic import DynamicModule, SlotDim
+from nasframe.dynamic import DynamicModule, LinearMap, SlotDim
 
 
 def conv1d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -43,6 +43,7 @@ class DynamicConv1D(Conv1D, DynamicModule):
     }
     TRACE_INPUTS = (("x", "nx"),)
     TRACE_OUTPUT = "nf"
+    LINEAR_MAPS = (LinearMap("weight", "bias", input_dim=0),)  # weight is (in, out)
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicConv1D:

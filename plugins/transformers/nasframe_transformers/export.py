@@ -18,6 +18,7 @@ from torch import nn
 
 from nasframe.atomic import atomic_write_directory
 from nasframe.errors import UserInputError
+from nasframe_transformers.plain_biases import expressed
 
 # Keys a loaded config may carry that must not be written back: a GGUF file's
 # quantization_config makes save_pretrained refuse (the weights are dequantized by then).
@@ -36,9 +37,11 @@ def save_pretrained_pruned(model: nn.Module, directory: str | os.PathLike) -> Pa
     """Write an exported (plain) pruned model as a standard transformers model directory.
 
     Only a model with the same sizes in every layer has a transformers config; the export
-    already wrote those sizes into ``model.config``. The files are written to a temporary
-    sibling directory and swapped in whole, so an interrupted save never leaves a
-    half-written or mixed model.
+    already wrote those sizes into ``model.config``. Biases reconstruction added are written
+    with the config flags that make a plain model have them (Llama's ``mlp_bias``,
+    ``attention_bias``); a family without such a flag is refused with the projection's name.
+    The files are written to a temporary sibling directory and swapped in whole, so an
+    interrupted save never leaves a half-written or mixed model.
     """
     from transformers import AutoConfig
 
@@ -61,7 +64,10 @@ def save_pretrained_pruned(model: nn.Module, directory: str | os.PathLike) -> Pa
     data = clean_config_dict(model.config) | sizes
     model_type = data.pop("model_type")
     model.config = AutoConfig.for_model(model_type, **data)
-    return atomic_write_directory(directory, model.save_pretrained)
+    # Biases reconstruction added: flags for them, zeros for the projections they also cover.
+    flags, zero = family.bias_flags(model) if hasattr(family, "bias_flags") else ({}, [])
+    with expressed(model.config, flags, zero):
+        return atomic_write_directory(directory, model.save_pretrained)
 
 
 # The model classes a saved architecture may name: a fixed list, so nothing in a metadata

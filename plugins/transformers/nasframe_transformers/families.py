@@ -8,7 +8,11 @@ A family module provides:
 - ``config_sizes(model) -> (sizes, problems)``: the config fields an exported model's sizes
   set, and why no plain config can describe it (phrases such as "intermediate_size differs
   between layers"; empty when a plain config can);
-- ``GRADIENT_SETUPS``: gradnas setups for its dynamic module types.
+- ``GRADIENT_SETUPS``: gradnas setups for its dynamic module types;
+- optionally ``bias_flags(model) -> (flags, zero_bias_modules)``: the config flags under which
+  a plain model has every bias an exported model has (reconstruction may add some), and the
+  projections to save with zero biases; raises ``UserInputError`` when none can. A family
+  whose projections always have biases (GPT-2, BERT) needs none.
 
 Families are imported on first use, so importing nasframe never imports transformers.
 """

@@ -44,6 +44,7 @@ from nasframe.dynamic import (
     DynamicEmbedding,
     DynamicLayerNorm,
     DynamicLinear,
+    LinearMap,
     SlotDim,
 )
 from nasframe.ties import TieAnalysis
@@ -72,6 +73,8 @@ class DynamicGPT2Attention(WrappedModule):
     PROJECTIONS = PROJECTIONS
     # Computed from the kept heads rather than copied from the original.
     DERIVED = frozenset({"SLOTS", "num_heads", "split_size", "embed_dim"})
+    # c_proj (weight (in, out)) reads the heads; c_attn reads the residual stream.
+    LINEAR_MAPS = (LinearMap("c_proj.weight", "c_proj.bias", 0, input_module="c_proj"),)
     adopt_projection = staticmethod(SlicedConv1D.adopt)
     plain_projection = staticmethod(plain_conv1d)
 

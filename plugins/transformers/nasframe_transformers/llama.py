@@ -29,9 +29,12 @@ from nasframe_transformers.attention import (
     dynamic_rmsnorm_class,
     setup_gqa_heads,
 )
+from nasframe_transformers.plain_biases import bias_flags as _bias_flags
 from nasframe_transformers.tie_builder import TieBuilder
 
 LLAMA_STYLE_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
+# Config flags that give projections biases (Llama has both; Mistral and Qwen2 neither).
+BIAS_FLAGS = ("attention_bias", "mlp_bias")
 GRADIENT_SETUPS = {DynamicGQAttention: setup_gqa_heads}
 
 
@@ -225,6 +228,12 @@ def config_sizes(model: nn.Module) -> tuple[dict[str, Any], list[str]]:
             f"{heads}, which transformers' config validation requires"
         )
     return sizes, problems
+
+
+def bias_flags(model: nn.Module) -> tuple[dict[str, bool], list[nn.Linear]]:
+    """The config flags a plain model needs for the biases reconstruction added to this
+    exported model, and the projections to save with zero biases (see ``plain_biases``)."""
+    return _bias_flags(model, list(_decoder_layers(model)), BIAS_FLAGS)
 
 
 def finalize_export(model: nn.Module) -> None:

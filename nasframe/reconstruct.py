@@ -1,0 +1,241 @@
+"""Repair the kept weights of a pruned search space from calibration activations, no training.
+
+Pruning an FFN's width or an attention's heads removes input columns of the map that reads
+them (the down projection, the output projection). Their contribution is not random noise: on
+real data it has a mean, and it is partly predictable from the inputs that stay. After a search
+has selected a config, :func:`reconstruct` measures the *dense* inputs of every such map on
+calibration batches (the space temporarily at its full config) and then, at the selected
+config, either folds the removed inputs' mean into the bias (``"bias"``) or refits the kept
+columns and the bias by damped least squares onto the dense output (``"lsq"``); see
+:mod:`nasframe.refit`. A map without a bias gets one (zeros, where its ``SLOTS`` index it), so
+slicing, export, ``nasframe.save`` (pass ``added_biases=space.added_biases``) and
+``save_pretrained_pruned`` keep it. Maps it would be wrong to change are left alone and
+reported (see :mod:`nasframe.linear_targets`).
+
+The statistics of all targets are measured before any weight changes, so every chunk of
+targets sees the same dense model and the result does not depend on ``max_stats_bytes``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasframe.activation_stats import LinearStats, collect, plan_chunks
+from nasframe.errors import UserInputError
+from nasframe.linear_targets import Target, add_bias, find_targets
+from nasframe.refit import fold_bias, refit_least_squares
+from nasframe.space import SearchSpace
+
+RECONSTRUCT_MODES = ("none", "bias", "lsq")
+
+
+@dataclass
+class ReconstructionReport:
+    """What :func:`reconstruct` did: the maps it changed (by the name of the module holding
+    the weight), the ones it left alone and why, the biases it added (parameter name ->
+    size, what ``nasframe.save`` needs to rebuild them), batches and wall time."""
+
+    mode: str
+    reconstructed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    added_biases: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Update:
+    """A target's new kept columns (None: unchanged) and full bias, pending until every
+    chunk has been measured."""
+
+    columns: torch.Tensor | None
+    bias: torch.Tensor
+
+
+def reconstruct(
+    space: SearchSpace,
+    batches: Iterable[Any],
+    forward: Callable[[nn.Module, Any], Any],
+    mode: str,
+    ridge: float = 1e-2,
+    progress: Callable[..., Any] = lambda it, **_: it,
+    max_stats_bytes: int = 2 * 2**30,
+    statistics: dict[str, LinearStats] | None = None,
+) -> ReconstructionReport:
+    """Repair the maps whose inputs the selected config prunes; the model changes in place.
+
+    ``forward(model, batch)`` runs the model on one batch (its output is ignored).
+    ``batches`` is iterated once per chunk of targets: pass a sequence (a one-shot iterator is
+    turned into a list first). ``ridge`` is the least-squares damping relative to the mean
+    variance of the kept inputs. ``max_stats_bytes`` bounds the float64 statistics held at
+    once. The selected config and every module's training flag are restored, also on error.
+
+    ``statistics`` (target name -> measured statistics) is read and filled: a map found in it
+    is not measured again. Pass one dict to several calls on copies of the *same* model with
+    the same unit order and batches (one searched space pruned to several budgets or modes)
+    to run the calibration batches once; it holds every map's statistics, so it is for
+    benchmarks and sweeps, not a bounded-memory run.
+    """
+    if mode not in RECONSTRUCT_MODES:
+        raise UserInputError(
+            f"unknown reconstruction mode {mode!r}; choose one of {', '.join(RECONSTRUCT_MODES)}."
+        )
+    report = ReconstructionReport(mode)
+    if mode == "none":
+        return report
+    if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
+        raise UserInputError(f"ridge must be a finite number >= 0, got {ridge!r}; e.g. 0.01.")
+    if max_stats_bytes <= 0:
+        raise UserInputError(f"max_stats_bytes must be positive, got {max_stats_bytes!r}.")
+    start = time.perf_counter()
+    targets, report.skipped = find_targets(space)
+    if targets:
+        batches = _reiterable(batches)
+        if hasattr(batches, "__len__") and len(batches) == 0:
+            raise UserInputError("reconstruction needs calibration batches; none were given.")
+        updates = _measure_and_solve(
+            space,
+            targets,
+            batches,
+            forward,
+            mode,
+            ridge,
+            progress,
+            max_stats_bytes,
+            report,
+            statistics,
+        )
+        with torch.no_grad():
+            for target, update in updates:
+                if target.bias is None:
+                    add_bias(space.model, target.bias_name, target.out_features)
+                    report.added_biases[target.bias_name] = target.out_features
+                _apply(target, update)
+                report.reconstructed.append(target.name)
+        space.added_biases.update(report.added_biases)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _measure_and_solve(
+    space: SearchSpace,
+    targets: list[Target],
+    batches: Any,
+    forward: Callable[[nn.Module, Any], Any],
+    mode: str,
+    ridge: float,
+    progress: Callable[..., Any],
+    max_stats_bytes: int,
+    report: ReconstructionReport,
+    keep: dict[str, LinearStats] | None,
+) -> list[tuple[Target, _Update]]:
+    """Statistics of every target at the full config, chunk by chunk (those in ``keep`` are
+    reused; the ones measured are added to it when given), and each target's update (applied
+    by the caller once all are known, so every chunk sees the dense model)."""
+    lsq = mode == "lsq"
+    known = keep or {}
+
+    def usable(target: Target) -> bool:
+        stat = known.get(target.name)
+        return (
+            stat is not None
+            and stat.features == target.in_features
+            and (stat.gram is not None or not lsq)
+        )
+
+    missing = [t for t in targets if not usable(t)]
+    updates: list[tuple[Target, _Update]] = []
+
+    def solve(target: Target, stat: LinearStats) -> None:
+        if stat.count == 0:
+            report.skipped[target.name] = "it never ran on the calibration batches"
+        else:
+            updates.append((target, _solve(target, stat, lsq, ridge)))
+
+    measured = {id(t) for t in missing}
+    for target in targets:
+        if id(target) not in measured:
+            solve(target, known[target.name])
+    chunks = plan_chunks([t.in_features for t in missing], lsq, max_stats_bytes)
+    report.batches = len(batches) if hasattr(batches, "__len__") else 0
+    with _full_config(space), _eval_mode(space.model), torch.no_grad():
+        for number, chunk in enumerate(chunks, 1):
+            members = [missing[i] for i in chunk]
+            inputs = [(t.input_module, t.in_features) for t in members]
+            desc = f"reconstruct {mode}" + (f" {number}/{len(chunks)}" if len(chunks) > 1 else "")
+            stats, report.batches = collect(
+                space.model, inputs, batches, forward, lsq, progress, desc
+            )
+            for target, stat in zip(members, stats, strict=True):
+                solve(target, stat)
+                if keep is not None:
+                    keep[target.name] = stat
+    return updates
+
+
+def _solve(target: Target, stats: LinearStats, lsq: bool, ridge: float) -> _Update:
+    weight = target.matrix().detach().to(torch.float64)
+    bias = target.bias
+    bias = (
+        torch.zeros(target.out_features, dtype=torch.float64, device=weight.device)
+        if bias is None
+        else bias.detach().to(torch.float64)
+    )
+    mean = stats.mean().to(weight.device)
+    if not lsq:
+        removed = target.removed.to(weight.device)
+        return _Update(None, fold_bias(weight, bias, mean, removed).cpu())
+    kept = target.kept.to(weight.device)
+    covariance = stats.covariance().to(weight.device)
+    columns, new_bias = refit_least_squares(weight, bias, mean, covariance, kept, ridge)
+    return _Update(columns.to(target.weight.dtype).cpu(), new_bias.cpu())
+
+
+def _apply(target: Target, update: _Update) -> None:
+    weight = target.weight
+    if update.columns is not None:
+        target.matrix()[:, target.kept.to(weight.device)] = update.columns.to(weight.device)
+    bias = target.bias
+    bias.copy_(update.bias.to(device=bias.device, dtype=bias.dtype))
+
+
+def _reiterable(batches: Iterable[Any]) -> Iterable[Any]:
+    """``batches`` itself when it can be iterated again; a one-shot iterator as a list."""
+    if isinstance(batches, Sequence):
+        return batches
+    if isinstance(batches, Iterator) or iter(batches) is batches:
+        return list(batches)
+    return batches
+
+
+@contextlib.contextmanager
+def _full_config(space: SearchSpace) -> Iterator[None]:
+    """Every hparam at its full size inside; the selected sizes restored after, also on error."""
+    selected = {name: hparam.active for name, hparam in space.all_hparams.items()}
+    try:
+        for hparam in space.all_hparams.values():
+            hparam.active = hparam.max
+        yield
+    finally:
+        for name, value in selected.items():
+            space.all_hparams[name].active = value
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside (no dropout); every module's own training flag restored after."""
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training

@@ -1,0 +1,60 @@
+"""The two repairs of a linear map ``y = W x + b`` whose input elements ``R`` were removed.
+
+Both work on float64 statistics of the *dense* inputs ``x`` (mean ``mu``, covariance ``C``)
+and give the map's new kept columns and bias, so that the pruned map ``W'_K x_K + b'`` stays
+close to the dense output on the calibration data:
+
+- :func:`fold_bias`: the removed inputs are replaced by their mean, ``b' = b + W_R mu_R``.
+  It is exact for the mean output and never worsens the mean squared error (it is the best
+  constant correction).
+- :func:`refit_least_squares`: the kept columns are refitted by ridge regression onto the
+  dense output, damped towards the original columns by ``lambda = ridge * mean(diag C_KK)``
+  (SparseGPT's relative damping, so ``ridge`` is independent of the activations' scale).
+  The objective at ``W'_K = W_K`` is the bias fold's error, so the damped optimum is never
+  worse than the fold on the calibration data.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def fold_bias(
+    weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor, removed: torch.Tensor
+) -> torch.Tensor:
+    """``b + W[:, R] @ mu[R]`` for ``weight`` ``(out, in)`` in float64."""
+    return bias + weight[:, removed] @ mean[removed]
+
+
+def refit_least_squares(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    mean: torch.Tensor,
+    covariance: torch.Tensor,
+    kept: torch.Tensor,
+    ridge: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """New kept columns ``W'_K`` and bias ``b'`` (float64, on ``weight``'s device).
+
+    ``W'_K = (W C[:, K] + lambda W_K) (C_KK + lambda I)^-1`` minimises
+    ``E||W (x - mu) - W'_K (x_K - mu_K)||^2 + lambda ||W'_K - W_K||^2``, and
+    ``b' = b + W mu - W'_K mu_K`` matches the dense mean output.
+    """
+    c_kk = covariance[kept][:, kept]
+    damping = ridge * float(c_kk.diagonal().mean()) if len(kept) else 0.0
+    if ridge > 0 and not damping > 0:
+        damping = ridge  # every kept input is constant: any damping keeps W_K
+    system = c_kk + damping * torch.eye(len(kept), dtype=c_kk.dtype, device=c_kk.device)
+    target = weight @ covariance[:, kept] + damping * weight[:, kept]  # (out, |K|)
+    columns = _solve_symmetric(system, target.T).T
+    new_bias = bias + weight @ mean - columns @ mean[kept]
+    return columns, new_bias
+
+
+def _solve_symmetric(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``system^-1 rhs`` for a symmetric positive semi-definite ``system``: Cholesky when it
+    is definite, else the pseudo-inverse (undamped and singular, e.g. duplicated inputs)."""
+    factor, info = torch.linalg.cholesky_ex(system)
+    if int(info) == 0:
+        return torch.cholesky_solve(rhs, factor)
+    return torch.linalg.pinv(system, hermitian=True) @ rhs
