@@ -305,11 +305,26 @@ def _protocol(results: Mapping[str, Any]) -> list[str]:
         f"- Torch-Pruning: {_torch_pruning_text(results)}.",
         "- gradnas and fastnas search at the first budget with a checkpoint and resume it at the "
         "others on a fresh copy of the model (importance and sensitivity do not depend on the "
-        "budget); the search time reported for them is the first, fresh search's.",
+        "budget); the search time reported for them is the first, fresh search's"
+        + _kept_checkpoints(results)
+        + ".",
         "- No finetuning after pruning. These perplexities are on standard-library docstrings "
         f"at {protocol['seq_len']} tokens: not comparable with figures on other text.",
     ]
     return lines
+
+
+def _kept_checkpoints(results: Mapping[str, Any]) -> str:
+    """Which methods resumed a checkpoint kept from an earlier run (``--checkpoint-dir``)."""
+    kept = [m for m, info in results["methods"].items() if info.get("search_from_checkpoint")]
+    if not kept:
+        return ""
+    return (
+        f", except {', '.join(kept)}'s: a checkpoint kept from an earlier run of this script "
+        "on the same model, batches and search space (`--checkpoint-dir`) was resumed at "
+        "every budget, and the time reported is the importance and sensitivity time that "
+        "run recorded in it plus this run's allocation"
+    )
 
 
 def _token_budget(protocol: Mapping[str, Any], space: Mapping[str, Any]) -> str:

@@ -225,9 +225,8 @@ def _tiny_llama():
     return transformers.AutoModelForCausalLM.from_config(config).eval()
 
 
-def test_methods_on_a_tiny_llama_reuse_their_checkpoints_and_render(tmp_path, one_thread):
-    model = _tiny_llama()
-    reference = copy.deepcopy(model)
+def _tiny_run(model: nn.Module, tmp_path: Path, methods: tuple[str, ...]):
+    """Random-token batches, quick settings at 90% and 80% for ``methods``, dense figures."""
     generator = torch.Generator().manual_seed(0)
 
     def batches(n):
@@ -239,10 +238,18 @@ def test_methods_on_a_tiny_llama_reuse_their_checkpoints_and_render(tmp_path, on
     settings = replace(
         compare.parse_settings(["--quick", "--no-progress", "--out-md", str(tmp_path / "r.md")]),
         budgets=(90, 80),
-        methods=("gradnas", "fastnas", "random", "torch-pruning"),
+        methods=methods,
         divisor=16,
     )
     dense = {"perplexity": 64.0, "params": sum(p.numel() for p in model.parameters())}
+    return data, settings, dense
+
+
+def test_methods_on_a_tiny_llama_reuse_their_checkpoints_and_render(tmp_path, one_thread):
+    model = _tiny_llama()
+    reference = copy.deepcopy(model)
+    methods = ("gradnas", "fastnas", "random", "torch-pruning")
+    data, settings, dense = _tiny_run(model, tmp_path, methods)
     runs, methods, space = compare.compare_methods(model, data, dense, settings, str(tmp_path))
     variants = compare.compare_variants(model, data, dense, settings, tmp_path)
 
@@ -299,25 +306,9 @@ def test_methods_on_a_tiny_llama_reuse_their_checkpoints_and_render(tmp_path, on
     assert (tmp_path / "results-smollm2.json").read_text() == raw
 
 
-def test_variants_cover_the_grid_and_every_reconstruction_and_never_resume_in_vain(
-    tmp_path, one_thread
-):
+def test_variants_cover_the_grid_and_every_reconstruction(tmp_path, one_thread):
     model = _tiny_llama()
-    generator = torch.Generator().manual_seed(0)
-
-    def batches(n):
-        return [torch.randint(0, 64, (2, 9), generator=generator) for _ in range(n)]
-
-    data = compare.Data(
-        batches(2), batches(1), batches(1), source="random tokens", validation=batches(1)
-    )
-    settings = replace(
-        compare.parse_settings(["--quick", "--no-progress", "--out-md", str(tmp_path / "r.md")]),
-        budgets=(90, 80),
-        methods=("gradnas", "random"),
-        divisor=16,
-    )
-    dense = {"perplexity": 64.0, "params": sum(p.numel() for p in model.parameters())}
+    data, settings, dense = _tiny_run(model, tmp_path, ("gradnas", "random"))
     variants = compare.compare_variants(model, data, dense, settings, tmp_path)
     runs = variants["runs"]
     grid = {(r["allocation"], r["normalize"]) for r in runs if r["reconstruct"] == "none"}

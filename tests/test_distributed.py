@@ -49,10 +49,16 @@ def environment(rank: int | None, world: int, port: int, timeout_s: float) -> di
 
 def run_ranks(mode: str, out: Path, world: int, timeout_s: float = 30.0):
     """Start ``world`` ranks (one plain process when world is 1); (return codes, stderr)."""
+    return run_script_ranks([str(WORKER), mode, str(out)], world, timeout_s)
+
+
+def run_script_ranks(argv: list[str], world: int, timeout_s: float = 30.0):
+    """``python *argv`` as ``world`` ranks (one plain process when world is 1); (return
+    codes, stderr) of each."""
     port = free_port()
     processes = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), mode, str(out)],
+            [sys.executable, *argv],
             env=environment(None if world == 1 else rank, world, port, timeout_s),
             stderr=subprocess.PIPE,
             text=True,

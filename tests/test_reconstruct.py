@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ import torch.distributed as dist
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from models import MLP, ResidualMLP, seeded
-from test_distributed import environment, free_port
+from test_distributed import run_script_ranks
 from torch import nn
 
 import nasframe
@@ -319,20 +317,7 @@ def test_two_ranks_reconstruct_like_one_process(tmp_path):
     worker = Path(__file__).parent / "reconstruct_worker.py"
 
     def start(out: Path, world: int) -> list[tuple[int, str]]:
-        port = free_port()
-        processes = [
-            subprocess.Popen(
-                [sys.executable, str(worker), str(out)],
-                env=environment(None if world == 1 else rank, world, port, 30.0),
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for rank in range(world)
-        ]
-        results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
-        for process in processes:
-            process.stderr.close()
-        return results
+        return run_script_ranks([str(worker), str(out)], world)
 
     assert all(code == 0 for code, _ in start(tmp_path / "one", 1))
     pair = start(tmp_path / "two", 2)
