@@ -299,6 +299,14 @@ def _protocol(results: Mapping[str, Any]) -> list[str]:
         "the calibration batches — small so that its one evaluation per allowed size of every "
         "hparam fits the run in about an hour; a larger held-back set may rank its choices "
         f"better.{_token_budget(protocol, space)}",
+        f"- Validation: {protocol.get('validation_batches', 0)} batches of "
+        f"{protocol['batch_size']} x {protocol['seq_len']} tokens "
+        f"({protocol.get('validation_tokens', 0):,} tokens) cut from the calibration text "
+        "after the held-back batch, used by neither scoring nor fastnas; the only figure that "
+        "chooses a variant. The methods table uses the seed's threshold allocation without "
+        "reconstruction; the variants resume the same checkpoints, and a variant that "
+        "reconstructs searches its budget lower by `nasframe.bias_reserve` (the parameters "
+        "of the biases reconstruction may add), as `nasframe search` does.",
         f"- random: the same threshold search, with seeded random unit scores (seed "
         f"{protocol['random_seed']}; each hparam's scores sum to 1, so the sensitivity of a "
         "size is the random fraction of the hparam it prunes).",
@@ -541,7 +549,11 @@ def variants_section(results: Mapping[str, Any]) -> list[str]:
     lines += [
         "",
         "Reconstruction, with each method's allocation / normalisation of lowest validation "
-        "perplexity above:",
+        "perplexity above, on the "
+        f"{results['protocol']['calibration_batches']} calibration batches (lsq runs first at "
+        "each budget and "
+        "measures the dense statistics of the maps it needs; bias reuses them, so its time is "
+        "the update alone):",
         "",
         "| method | allocation / normalisation | budget | "
         + " | ".join(RECONSTRUCTIONS)
