@@ -458,6 +458,23 @@ def test_uniform_is_refused_by_an_algorithm_that_lacks_it(
     )
 
 
+def test_allocation_flags_are_refused_by_an_algorithm_without_them(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class NoAllocation:
+        default_search_config: dict = {"verbose": True}
+
+    monkeypatch.setattr(nasframe.job, "get_algorithm", lambda name: NoAllocation)
+    argv = search_argv("nope", corpus, tmp_path / "out", "--min-keep", "0.5")
+    code, _, stderr = run_main(argv)
+    assert code == EXIT_USAGE
+    assert stderr.strip() == (
+        "nasframe: error: --min-keep is not supported by --algo gradnas; drop --min-keep or "
+        "choose an algorithm built on the binary search (gradnas, fastnas)."
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_per_layer_widths_keep_only_the_nasframe_format(tmp_path: Path) -> None:
     """save_plain refuses; the job says so in one line and in summary.json, and removes the
     plain directory an earlier run left, which would no longer match."""
