@@ -135,15 +135,12 @@ def describe_ties(model: nn.Module) -> TieAnalysis | None:
         )
         build.hidden_slots("cls.predictions.decoder", DynamicLinear, "in_features")
         frozen.append(("cls.predictions.decoder", "out_features"))  # the vocabulary
-    groups += [build.hidden, [(layers, "depth")]]
-    names += [f"{prefix}hidden_size", f"{prefix}encoder.layer.depth"]
-    return TieAnalysis(
+    return build.analysis(
         groups,
+        names,
         frozen,
-        build.used,
-        group_names=names,
-        converters=build.converters,
-        residual_streams={len(groups) - 2: build.writers},
+        prefix,
+        layers,
         # A BertConfig derives the head size from hidden_size / num_attention_heads, two
         # independent hparams here: a uniform search keeps both whole so its result always
         # has a plain config.

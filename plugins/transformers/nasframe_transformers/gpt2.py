@@ -208,8 +208,8 @@ def describe_ties(model: nn.Module) -> TieAnalysis | None:
     use = build.use
 
     embeddings = [use(f"{prefix}{name}", DynamicEmbedding) for name in ("wte", "wpe")]
-    hidden = [(embedding, "embedding_dim") for embedding in embeddings]
-    writers = list(embeddings)
+    build.hidden += [(embedding, "embedding_dim") for embedding in embeddings]
+    build.writers += embeddings
     layers = use(f"{prefix}h", DynamicLayerList)
     for index, block in enumerate(base.h):
         path = f"{prefix}h.{index}"
@@ -219,26 +219,18 @@ def describe_ties(model: nn.Module) -> TieAnalysis | None:
         ln_2 = use(f"{path}.ln_2", DynamicLayerNorm)
         c_fc = use(f"{path}.mlp.c_fc", DynamicConv1D)
         c_proj = use(f"{path}.mlp.c_proj", DynamicConv1D)
-        hidden += [(ln_1, "normalized_shape"), (attention, "hidden_size")]
-        hidden += [(ln_2, "normalized_shape"), (c_fc, "nx"), (c_proj, "nf")]
-        writers += [attention, c_proj]
+        build.hidden += [(ln_1, "normalized_shape"), (attention, "hidden_size")]
+        build.hidden += [(ln_2, "normalized_shape"), (c_fc, "nx"), (c_proj, "nf")]
+        build.writers += [attention, c_proj]
         groups += [[(attention, "num_heads")], [(c_fc, "nf"), (c_proj, "nx")]]
         names += [f"{path}.attn.num_heads", f"{path}.mlp.n_inner"]
-    hidden.append((use(f"{prefix}ln_f", DynamicLayerNorm), "normalized_shape"))
+    build.hidden.append((use(f"{prefix}ln_f", DynamicLayerNorm), "normalized_shape"))
     for name, head in _heads(model):
         if isinstance(head, nn.Linear):
-            hidden.append((use(name, DynamicLinear), "in_features"))
+            build.hidden.append((use(name, DynamicLinear), "in_features"))
             frozen.append((name, "out_features"))
-    groups += [hidden, [(layers, "depth")]]
-    names += [f"{prefix}hidden_size", f"{prefix}h.depth"]
-    return TieAnalysis(
-        groups,
-        frozen,
-        build.used,
-        group_names=names,
-        converters=build.converters,
-        residual_streams={len(groups) - 2: writers},
-        uniform_fixed=_uniform_fixed(model, prefix),
+    return build.analysis(
+        groups, names, frozen, prefix, layers, uniform_fixed=_uniform_fixed(model, prefix)
     )
 
 

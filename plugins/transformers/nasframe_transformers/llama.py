@@ -78,8 +78,8 @@ def describe_ties(model: nn.Module) -> TieAnalysis | None:
     use = build.use
 
     embed = use(f"{prefix}embed_tokens", DynamicEmbedding)
-    hidden = [(embed, "embedding_dim")]
-    writers = [embed]
+    build.hidden.append((embed, "embedding_dim"))
+    build.writers.append(embed)
     layers = use(f"{prefix}layers", DynamicLayerList)
     for index, layer in enumerate(_decoder_layers(model)):
         path = f"{prefix}layers.{index}"
@@ -92,10 +92,10 @@ def describe_ties(model: nn.Module) -> TieAnalysis | None:
             use(f"{path}.input_layernorm", norm_class),
             use(f"{path}.post_attention_layernorm", norm_class),
         ]
-        hidden += [(norm, "hidden_size") for norm in norms]
-        hidden += [(attention, "hidden_size"), (gate, "in_features"), (up, "in_features")]
-        hidden.append((down, "out_features"))
-        writers += [attention, down]
+        build.hidden += [(norm, "hidden_size") for norm in norms]
+        build.hidden += [(attention, "hidden_size"), (gate, "in_features"), (up, "in_features")]
+        build.hidden.append((down, "out_features"))
+        build.writers += [attention, down]
         groups += [
             [(gate, "out_features"), (up, "out_features"), (down, "in_features")],
             [(attention, "num_key_value_heads")],
@@ -107,21 +107,18 @@ def describe_ties(model: nn.Module) -> TieAnalysis | None:
             f"{path}.self_attn.query_heads_per_group",
         ]
     final_norm = use(f"{prefix}norm", dynamic_rmsnorm_class(type(base.norm)))
-    hidden.append((final_norm, "hidden_size"))
+    build.hidden.append((final_norm, "hidden_size"))
     lm_head = getattr(model, "lm_head", None)
     if isinstance(lm_head, nn.Linear):
         use("lm_head", DynamicLinear)
-        hidden.append(("lm_head", "in_features"))
+        build.hidden.append(("lm_head", "in_features"))
         frozen.append(("lm_head", "out_features"))
-    groups += [hidden, [(layers, "depth")]]
-    names += [f"{prefix}hidden_size", f"{prefix}layers.depth"]
-    return TieAnalysis(
+    return build.analysis(
         groups,
+        names,
         frozen,
-        build.used,
-        group_names=names,
-        converters=build.converters,
-        residual_streams={len(groups) - 2: writers},
+        prefix,
+        layers,
         uniform_multiples={f"{prefix}hidden_size": _every_head_count_divides(model)},
     )
 

@@ -3,7 +3,9 @@ classes, and the hidden size's slots and the modules that write into the residua
 
 from __future__ import annotations
 
-from nasframe.ties import SlotRef
+from typing import Any
+
+from nasframe.ties import SlotRef, TieAnalysis
 
 
 class TieBuilder:
@@ -26,3 +28,25 @@ class TieBuilder:
         if writes:
             self.writers.append(name)
         return name
+
+    def analysis(
+        self,
+        groups: list[list[SlotRef]],
+        names: list[str],
+        frozen: list[SlotRef],
+        prefix: str,
+        layers: str,
+        **extra: Any,
+    ) -> TieAnalysis:
+        """The family's ties: its per-layer ``groups`` (named ``names``), then the hidden size
+        (the residual stream, ``prefix + "hidden_size"``) and the depth of ``layers``."""
+        groups = [*groups, self.hidden, [(layers, "depth")]]
+        return TieAnalysis(
+            groups,
+            frozen,
+            self.used,
+            group_names=[*names, f"{prefix}hidden_size", f"{layers}.depth"],
+            converters=self.converters,
+            residual_streams={len(groups) - 2: self.writers},
+            **extra,
+        )
