@@ -9,14 +9,13 @@ package; see also ``test_smollm2_real.py``.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import os
 import random
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,11 +29,12 @@ tokenizers = pytest.importorskip("tokenizers")
 from nasframe_transformers import loading  # noqa: E402
 from nasframe_transformers.tokenizing import chunk_text, make_encoder  # noqa: E402
 from smollm2_models import requires_smollm2, smollm2_bundle  # noqa: E402
+from test_cli import run_main  # noqa: E402
 
 import nasframe  # noqa: E402
 import nasframe.job  # noqa: E402
 from nasframe.bundle import ModelBundle, ModelEntry, get_model_entry  # noqa: E402
-from nasframe.cli import EXIT_USAGE, main  # noqa: E402
+from nasframe.cli import EXIT_USAGE  # noqa: E402
 from nasframe.errors import UserInputError  # noqa: E402
 from nasframe.serialization import build_architecture  # noqa: E402
 
@@ -123,16 +123,6 @@ def transformers_warnings() -> Iterator[list[str]]:
         yield messages
     finally:
         library.removeHandler(handler)
-
-
-def run_main(argv: Sequence[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exit_:
-            code = exit_.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
