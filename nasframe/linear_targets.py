@@ -111,14 +111,30 @@ def bias_reserve(space: SearchSpace) -> int:
             if module.param_tensor(linear_map.bias) is not None:
                 continue
             name = _join(module_name, linear_map.weight.rpartition(".")[0])
-            if [owner for owner in owners.get(id(weight), []) if owner != name]:
+            if _never_repairable(name, module, linear_map, owners) is not None:
                 continue
             hparams = _hparams_on(module, linear_map.weight, linear_map.input_dim)
             if any(
                 not hparam.is_residual_stream and id(hparam) not in normalised for hparam in hparams
-            ) and _bias_follows_slots(module, linear_map):
+            ):
                 total += weight.shape[1 - linear_map.input_dim]
     return total
+
+
+def _never_repairable(
+    name: str, module: DynamicModule, linear_map: LinearMap, owners: dict[int, list[str]]
+) -> str | None:
+    """Why no config can make this map a target, whatever it prunes (None: some can)."""
+    weight = module.param_tensor(linear_map.weight)
+    others = [owner for owner in owners.get(id(weight), []) if owner != name]
+    if others:
+        return f"its weight is shared with {others[0]}: changing it would change that too"
+    if module.param_tensor(linear_map.bias) is None and not _bias_follows_slots(module, linear_map):
+        return (
+            f"it has no bias and {type(module).__name__}.SLOTS index none at "
+            f"{linear_map.bias!r}, so an added one could not follow the output's slicing"
+        )
+    return None
 
 
 def _inspect(
@@ -151,14 +167,9 @@ def _inspect(
                 f"{normalised[id(hparam)]} normalises its input dimension {hparam.name} and "
                 "rescales the kept channels, so dense statistics do not describe them"
             )
-    others = [owner for owner in owners.get(id(weight), []) if owner != name]
-    if others:
-        return None, f"its weight is shared with {others[0]}: changing it would change that too"
-    if module.param_tensor(linear_map.bias) is None and not _bias_follows_slots(module, linear_map):
-        return None, (
-            f"it has no bias and {type(module).__name__}.SLOTS index none at "
-            f"{linear_map.bias!r}, so an added one could not follow the output's slicing"
-        )
+    reason = _never_repairable(name, module, linear_map, owners)
+    if reason is not None:
+        return None, reason
     everything = torch.arange(weight.shape[input_dim])
     kept_index = everything[kept] if isinstance(kept, slice) else kept.to(torch.long).cpu()
     mask = torch.ones(len(everything), dtype=torch.bool)

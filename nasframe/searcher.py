@@ -346,11 +346,9 @@ class BinarySearcher(BaseSearcher):
         keep = self.config["min_keep"]
         allowed = {}
         for name, per_choice in sensitivity.items():
-            floor = math.ceil(keep * self.space.hparams[name].max - 1e-9)
-            allowed[name] = {c: d for c, d in per_choice.items() if c >= floor} or {
-                max(per_choice): 0.0
-            }
-            allowed[name].setdefault(max(per_choice), per_choice[max(per_choice)])
+            full = self.space.hparams[name].max
+            floor = math.ceil(keep * full - 1e-9)  # <= full, since min_keep <= 1
+            allowed[name] = {c: d for c, d in per_choice.items() if c >= floor}
         return allowed
 
 
