@@ -98,6 +98,27 @@ def test_an_unknown_mode_is_one_user_error_naming_the_valid_modes():
     assert nasframe.RECONSTRUCT_MODES == ("none", "bias", "lsq")
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "batches", "message"),
+    [
+        ({"ridge": -1.0}, 2, r"ridge must be a finite number >= 0, got -1.0; e.g. 0.01."),
+        ({"ridge": float("nan")}, 2, r"ridge must be a finite number >= 0, got nan"),
+        ({"max_stats_bytes": 0}, 2, r"max_stats_bytes must be positive, got 0."),
+        ({}, 0, r"reconstruction needs calibration batches; none were given."),
+    ],
+)
+def test_bad_reconstruction_arguments_are_one_user_error_and_change_nothing(
+    kwargs, batches, message
+):
+    space = mlp_space()
+    space.select({"layers.0.out_features": 5})
+    state = copy.deepcopy(space.model.state_dict())
+    with pytest.raises(UserInputError, match=message):
+        nasframe.reconstruct(space, batches_for(6, count=batches), run, "lsq", **kwargs)
+    for name, value in space.model.state_dict().items():
+        assert torch.equal(value, state[name]), name
+
+
 def test_mode_none_runs_nothing_and_changes_nothing():
     space = mlp_space()
     space.select({"layers.0.out_features": 5})
