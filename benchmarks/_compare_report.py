@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nasframe.atomic import atomic_write
+from nasframe.io.atomic import atomic_write
 
 ALLOCATIONS = ("threshold", "global")
 NORMALIZATIONS = ("none", "sum", "max")
@@ -281,7 +281,7 @@ def _protocol(results: Mapping[str, Any]) -> list[str]:
         "",
         f"- Model: {protocol['model']}; {results['dense']['params']:,} parameters (tied "
         "embeddings counted once).",
-        f"- Text: `nasframe.text.stdlib_corpus()`: {protocol['text']}.",
+        f"- Text: `nasframe.app.text.stdlib_corpus()`: {protocol['text']}.",
         f"- Batches of {protocol['batch_size']} x {protocol['seq_len']} tokens: "
         f"{protocol['calibration_batches']} calibration batches "
         f"({protocol['calibration_tokens']:,} predicted tokens), the same for every method; "

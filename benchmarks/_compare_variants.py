@@ -29,7 +29,7 @@ from _compare_report import ALLOCATIONS, NORMALIZATIONS, RECONSTRUCTIONS
 from torch import nn
 
 import nasframe
-from nasframe.lm import next_token_loss, perplexity
+from nasframe.app.lm import next_token_loss, perplexity
 
 GRID_BUDGET = 80
 

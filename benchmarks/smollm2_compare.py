@@ -1,6 +1,6 @@
 """Compare gradnas, fastnas (L1), random and Torch-Pruning (Taylor) on SmolLM2-135M-Instruct.
 
-One run loads the model once and cuts the built-in text (``nasframe.text.stdlib_corpus()``,
+One run loads the model once and cuts the built-in text (``nasframe.app.text.stdlib_corpus()``,
 whose calibration and evaluation parts come from different standard-library files) into the
 same calibration batches for every method. Each method prunes a fresh copy of the model to
 each parameter budget (90%, 80% and 70% of the original by default; no finetuning), and the
@@ -70,13 +70,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import nasframe
-from nasframe.allocation import uniform_groups
-from nasframe.atomic import atomic_write_json, atomic_write_text
-from nasframe.bundle import ModelBundle, get_model_entry
-from nasframe.lm import next_token_loss, perplexity, token_batches
-from nasframe.searcher import BinarySearcher, SearchResult
-from nasframe.space import SearchSpace
-from nasframe.text import stdlib_corpus
+from nasframe.app.lm import next_token_loss, perplexity, token_batches
+from nasframe.app.model_registry import ModelBundle, get_model_entry
+from nasframe.app.text import stdlib_corpus
+from nasframe.io.atomic import atomic_write_json, atomic_write_text
+from nasframe.searchers.allocation import uniform_groups
+from nasframe.searchers.base import SearchResult
+from nasframe.searchers.binary import BinarySearcher
+from nasframe.space.search_space import SearchSpace
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "smollm2-135m"

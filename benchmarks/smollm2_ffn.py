@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 import nasframe
-from nasframe.lm import next_token_loss, perplexity, token_batches
-from nasframe.text import stdlib_corpus
+from nasframe.app.lm import next_token_loss, perplexity, token_batches
+from nasframe.app.text import stdlib_corpus
 
 
 def gguf_path() -> Path:

@@ -7,16 +7,19 @@ config from calibration activations, without training.
 """
 
 from nasframe.api import search
-from nasframe.constraints import Constraint, CostModel
-from nasframe.dynamic import DynamicModule, LinearMap, SlotDim
+from nasframe.cost.budget import Constraint
+from nasframe.cost.cost_model import CostModel
 from nasframe.errors import InfeasibleConstraintError, UserInputError
-from nasframe.export import export
-from nasframe.hparam import ChoiceRule, Hparam
-from nasframe.linear_targets import bias_reserve
-from nasframe.reconstruct import RECONSTRUCT_MODES, ReconstructionReport, reconstruct
-from nasframe.searcher import BaseSearcher, BinarySearcher, SearchResult
-from nasframe.serialization import load, save
-from nasframe.space import SearchSpace, convert
+from nasframe.io.serialization import load, save
+from nasframe.reconstruction.reconstruct import RECONSTRUCT_MODES, ReconstructionReport, reconstruct
+from nasframe.reconstruction.targets import bias_reserve
+from nasframe.searchers.base import BaseSearcher, SearchResult
+from nasframe.searchers.binary import BinarySearcher
+from nasframe.space.convert import convert
+from nasframe.space.dynamic import DynamicModule, LinearMap, SlotDim
+from nasframe.space.export import export
+from nasframe.space.hparam import ChoiceRule, Hparam
+from nasframe.space.search_space import SearchSpace
 
 __all__ = [
     "BaseSearcher",

@@ -2,6 +2,6 @@
 
 import sys
 
-from nasframe.cli import main
+from nasframe.app.cli import main
 
 sys.exit(main())

@@ -7,10 +7,11 @@ from typing import Any
 
 from torch import nn
 
-from nasframe.constraints import Constraint
+from nasframe.cost.budget import Constraint
 from nasframe.plugins import get_algorithm
-from nasframe.searcher import SearchResult
-from nasframe.space import Rules, SearchSpace, convert
+from nasframe.searchers.base import SearchResult
+from nasframe.space.convert import Rules, convert
+from nasframe.space.search_space import SearchSpace
 
 
 def search(

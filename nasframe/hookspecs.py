@@ -13,10 +13,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-from torch import nn
 
 if TYPE_CHECKING:
-    from nasframe.bundle import ModelEntry
+    from torch import nn
 
 hookspec = pluggy.HookspecMarker("nasframe")
 hookimpl = pluggy.HookimplMarker("nasframe")
@@ -49,26 +48,10 @@ def nasframe_gradient_setups() -> dict[type, Callable[[Any], tuple[Any, Any]]]:
     """
 
 
-@hookspec
-def nasframe_models() -> dict[str, Any]:
-    """Map model names (``--model NAME``) to ``nasframe.bundle.ModelEntry`` objects."""
-
-
-@hookspec(firstresult=True)
-def nasframe_resolve_model(spec: str) -> ModelEntry | None:
-    """A model given by path or any other spec a plugin understands: a ``ModelEntry``.
-
-    ``--model`` accepts more than registered names (a model directory, a weights file), and
-    only the plugin of that format can tell whether a spec is one of its own. Return None for a
-    spec the plugin does not recognise; the first non-None answer wins. Called only for specs
-    that are not registered names. Do not import heavy libraries here: loading happens in the
-    entry's ``load``.
-    """
-
-
 @hookspec(firstresult=True)
 def nasframe_describe_ties(model: nn.Module) -> Any:
-    """Describe ``model``'s tied dimensions without tracing it: a ``nasframe.ties.TieAnalysis``.
+    """Describe ``model``'s tied dimensions without tracing it: a ``TieAnalysis``
+    (:mod:`nasframe.space.ties`).
 
     For model families torch.fx cannot trace (Hugging Face transformers). Return None for a
     model the plugin does not recognise; the first non-None answer wins, and without one

@@ -8,7 +8,8 @@ from typing import Any
 
 import pluggy
 
-from nasframe import builtin, hookspecs
+import nasframe.builtin as builtin
+import nasframe.hookspecs as hookspecs
 
 
 @functools.cache

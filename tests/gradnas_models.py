@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nasframe.dynamic import DynamicModule, SlotDim
 from nasframe.hookspecs import hookimpl
+from nasframe.space.dynamic import DynamicModule, SlotDim
 
 
 class MLP(nn.Module):

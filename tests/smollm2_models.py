@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 
 import pytest
 
-from nasframe.bundle import ModelBundle, get_model_entry
+from nasframe.app.model_registry import ModelBundle, get_model_entry
 
 
 def missing_requirements() -> list[str]:

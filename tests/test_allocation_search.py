@@ -13,7 +13,7 @@ pytest.importorskip("transformers")
 from test_transformers_llama_dims import ids, n_params, tiny_model  # noqa: E402
 
 import nasframe  # noqa: E402
-from nasframe.lm import next_token_loss  # noqa: E402
+from nasframe.app.lm import next_token_loss  # noqa: E402
 from nasframe.plugins import get_algorithm  # noqa: E402
 
 BATCHES = [ids(seed) for seed in range(3)]

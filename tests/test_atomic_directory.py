@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nasframe.atomic import atomic_write_directory
+from nasframe.io.atomic import atomic_write_directory
 
 
 def write_files(**files: str):

@@ -11,7 +11,7 @@ from torch import nn
 
 import nasframe
 from nasframe import DynamicModule, convert, export
-from nasframe.attention import DynamicMultiheadAttention, SlimMultiheadAttention
+from nasframe.modules.attention import DynamicMultiheadAttention, SlimMultiheadAttention
 
 EMBED, HEADS, BATCH, TARGET, SOURCE = 8, 2, 3, 4, 5
 

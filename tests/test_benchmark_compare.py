@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import nasframe
-from nasframe.lm import next_token_loss
+from nasframe.app.lm import next_token_loss
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 

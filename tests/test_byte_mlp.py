@@ -10,8 +10,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from nasframe.lm import ByteTokenizer, next_token_loss, token_batches
-from nasframe.models.byte_mlp import Block, ByteMLPLM, train_byte_mlp
+from nasframe.app.byte_mlp import Block, ByteMLPLM, train_byte_mlp
+from nasframe.app.lm import ByteTokenizer, next_token_loss, token_batches
 
 ALLOWED_MODULES = (nn.Embedding, nn.Linear, nn.LayerNorm, nn.GELU)
 ALLOWED_FUNCTIONS = {F.pad, operator.getitem, operator.add}

@@ -26,13 +26,13 @@ import pytest
 import torch
 
 import nasframe
-import nasframe.job
-from nasframe.bundle import ModelBundle, ModelEntry
-from nasframe.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, main
-from nasframe.hparam import ChoiceRule
-from nasframe.lm import ByteTokenizer, perplexity, token_batches
-from nasframe.serialization import read_metadata
-from nasframe.text import load_corpus_file
+import nasframe.app.job
+from nasframe.app.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, main
+from nasframe.app.lm import ByteTokenizer, perplexity, token_batches
+from nasframe.app.model_registry import ModelBundle, ModelEntry
+from nasframe.app.text import load_corpus_file
+from nasframe.io.serialization import read_metadata
+from nasframe.space.hparam import ChoiceRule
 
 SEQ_LEN, BATCH_SIZE, CALIBRATION, SCORE, EVAL = 16, 4, 4, 2, 2
 SMALL = [
@@ -104,7 +104,7 @@ def train_tiny_model_once() -> Iterator[None]:
     job gets its own deep copy because jobs prune the model in place. The subprocess run and
     ``nasframe.load`` go through the real registry.
     """
-    real_get = nasframe.job.get_model_entry
+    real_get = nasframe.app.job.get_model_entry
     trained: list[ModelBundle] = []
 
     def load_copy(progress: bool = True) -> ModelBundle:
@@ -125,7 +125,7 @@ def train_tiny_model_once() -> Iterator[None]:
     torch.set_num_threads(1)
     try:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(nasframe.job, "get_model_entry", get_model_entry)
+            patch.setattr(nasframe.app.job, "get_model_entry", get_model_entry)
             yield
     finally:
         torch.set_num_threads(threads)
@@ -410,7 +410,7 @@ def test_ctrl_c_exits_130_and_the_rerun_resumes(
     out = tmp_path / "out"
     argv = search_argv(corpus, out, "--algo", "fastnas", "--constraint", "params=70%", "--quiet")
     argv += ["--divisor", "8"]
-    real_mean_loss = nasframe.job._mean_loss
+    real_mean_loss = nasframe.app.job._mean_loss
     calls, interrupt_at = 0, 6  # one score per allowed size; the first hparam has 4 sizes
 
     def counting(model, batches):
@@ -420,7 +420,7 @@ def test_ctrl_c_exits_130_and_the_rerun_resumes(
             raise KeyboardInterrupt
         return real_mean_loss(model, batches)
 
-    monkeypatch.setattr(nasframe.job, "_mean_loss", counting)
+    monkeypatch.setattr(nasframe.app.job, "_mean_loss", counting)
     code, _, stderr = run_main(argv)
     assert code == EXIT_INTERRUPTED
     assert "Traceback" not in stderr
@@ -453,7 +453,7 @@ def test_sigterm_exits_143_and_the_rerun_resumes(
 
     out = tmp_path / "out"
     argv = search_argv(corpus, out, "--algo", "fastnas", "--constraint", "params=70%", "--quiet")
-    real_mean_loss = nasframe.job._mean_loss
+    real_mean_loss = nasframe.app.job._mean_loss
     calls = 0
 
     def counting(model, batches):
@@ -463,7 +463,7 @@ def test_sigterm_exits_143_and_the_rerun_resumes(
             os.kill(os.getpid(), signal.SIGTERM)
         return real_mean_loss(model, batches)
 
-    monkeypatch.setattr(nasframe.job, "_mean_loss", counting)
+    monkeypatch.setattr(nasframe.app.job, "_mean_loss", counting)
     previous_handler = signal.getsignal(signal.SIGTERM)
     code, _, stderr = run_main(argv)
     assert code == EXIT_TERMINATED
@@ -475,7 +475,7 @@ def test_sigterm_exits_143_and_the_rerun_resumes(
     (checkpoint,) = files_under(out / ".checkpoints")
     assert json.loads(checkpoint.read_text(encoding="utf-8"))["sensitivity"]
 
-    monkeypatch.setattr(nasframe.job, "_mean_loss", real_mean_loss)
+    monkeypatch.setattr(nasframe.app.job, "_mean_loss", real_mean_loss)
     code, _, stderr = run_main(argv)
     assert code == 0, stderr
     assert read_summary(out)["search"]["resumed_from_checkpoint"] is True

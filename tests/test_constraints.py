@@ -206,7 +206,7 @@ def test_flops_stay_exact_when_hparams_have_only_two_sizes() -> None:
 
 def test_cpu_attention_kernels_are_counted() -> None:
     """FlopCounterMode alone counts 0 for CPU SDPA and the fused MHA path; nasframe adds them."""
-    from nasframe.flops import count_flops
+    from nasframe.cost.flops import count_flops
 
     class Attend(torch.nn.Module):
         def forward(self, q: torch.Tensor) -> torch.Tensor:

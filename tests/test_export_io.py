@@ -12,7 +12,7 @@ import torch
 from models import ResidualMLP, TiedLM, input_for, seeded
 
 from nasframe import UserInputError, convert, export, load, save
-from nasframe.models.byte_mlp import ByteMLPLM
+from nasframe.app.byte_mlp import ByteMLPLM
 
 VOCAB, DIM, HIDDENS = 11, 6, [5, 7]
 CONFIG = {"emb.embedding_dim": 4, "blocks.0.fc1.out_features": 3, "blocks.1.fc1.out_features": 7}

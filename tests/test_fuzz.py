@@ -4,7 +4,7 @@ hypothesis drives random small models (``nn.Sequential`` stacks and small custom
 Linear, activations, LayerNorm, residual and gated blocks, Embedding front ends with or
 without a tied head, ``nn.MultiheadAttention`` blocks, and a few modules nasframe has no
 dynamic version of), random rules, random constraint strings (valid and invalid) and a random
-algorithm through ``nasframe.search`` and ``nasframe.export``. Every outcome must be one of:
+algorithm through ``nasframe.search`` and ``nasframe.space.export``. Every outcome must be one of:
 
 - a :class:`~nasframe.errors.UserInputError` (an :class:`InfeasibleConstraintError` is one)
   whose message is one line ending with a period, *and* whose cause the test can confirm on
@@ -44,8 +44,8 @@ from nasframe import (
     convert,
     export,
 )
-from nasframe.allocation import uniform_groups
-from nasframe.flops import count_flops
+from nasframe.cost.flops import count_flops
+from nasframe.searchers.allocation import uniform_groups
 
 # The fuzzed models are built of modules nasframe warns about on purpose (unsupported ones);
 # the warnings are not what these tests check.

@@ -9,10 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nasframe.allocation import monotone_degradation, threshold_allocation, uniform_allocation
 from nasframe.errors import UserInputError
-from nasframe.global_allocation import global_allocation, hull_steps
-from nasframe.score_normalization import normalize_sensitivity
+from nasframe.searchers.allocation import (
+    monotone_degradation,
+    threshold_allocation,
+    uniform_allocation,
+)
+from nasframe.searchers.global_allocation import global_allocation, hull_steps
+from nasframe.searchers.normalization import normalize_sensitivity
 
 
 @st.composite

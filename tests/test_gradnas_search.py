@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import nasframe.api
-from nasframe.constraints import CostModel
-from nasframe.export import export
+from nasframe.cost.cost_model import CostModel
 from nasframe.plugins import get_plugin_manager
-from nasframe.space import convert
+from nasframe.space.convert import convert
+from nasframe.space.export import export
 
 HIDDEN = "fc1.out_features"
 
@@ -248,7 +248,7 @@ def test_sensitivities_are_the_pruned_score_mass_for_every_choice() -> None:
 def test_sensitivity_read_off_the_scores_equals_evaluating_gradnas_score_func() -> None:
     """gradnas's sensitivity skips the model walk; it must give what evaluating
     gradnas_score_func on the pruned model (the seed's definition) gives."""
-    from nasframe.searcher import BinarySearcher
+    from nasframe.searchers.binary import BinarySearcher
 
     torch.manual_seed(0)
     model = AttentionLM(vocab=11, dim=8, heads=4)

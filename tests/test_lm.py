@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from nasframe.app.lm import ByteTokenizer, next_token_loss, perplexity, token_batches
 from nasframe.errors import UserInputError
-from nasframe.lm import ByteTokenizer, next_token_loss, perplexity, token_batches
 
 
 class UniformLM(nn.Module):

@@ -32,11 +32,11 @@ from smollm2_models import requires_smollm2, smollm2_bundle  # noqa: E402
 from test_cli import run_main  # noqa: E402
 
 import nasframe  # noqa: E402
-import nasframe.job  # noqa: E402
-from nasframe.bundle import ModelBundle, ModelEntry, get_model_entry  # noqa: E402
-from nasframe.cli import EXIT_USAGE  # noqa: E402
+import nasframe.app.job  # noqa: E402
+from nasframe.app.cli import EXIT_USAGE  # noqa: E402
+from nasframe.app.model_registry import ModelBundle, ModelEntry, get_model_entry  # noqa: E402
 from nasframe.errors import UserInputError  # noqa: E402
-from nasframe.serialization import build_architecture  # noqa: E402
+from nasframe.io.serialization import build_architecture  # noqa: E402
 
 WORDS_TEXT = (
     "the model prunes every layer to a budget while the search keeps units that matter most "
@@ -174,7 +174,7 @@ def test_importing_nasframe_and_resolving_a_path_does_not_import_transformers(
 ) -> None:
     script = (
         "import sys, nasframe\n"
-        "from nasframe.bundle import get_model_entry, model_entries\n"
+        "from nasframe.app.model_registry import get_model_entry, model_entries\n"
         "assert 'smollm2-135m' in model_entries()\n"
         f"entry = get_model_entry({str(model_dir)!r})\n"
         "assert 'Hugging Face model directory' in entry.description, entry\n"
@@ -303,7 +303,7 @@ def test_trust_remote_code_reaches_the_loader_only_when_given(
         raise UserInputError("stop here.")
 
     entry = ModelEntry("recording loader", load, lambda **kwargs: torch.nn.Identity())
-    monkeypatch.setattr(nasframe.job, "get_model_entry", lambda name: entry)
+    monkeypatch.setattr(nasframe.app.job, "get_model_entry", lambda name: entry)
     for extra in ([], ["--trust-remote-code"]):
         code, _, stderr = run_main(search_argv("any", corpus, tmp_path / "out", *extra))
         assert (code, stderr.strip()) == (EXIT_USAGE, "nasframe: error: stop here.")
@@ -439,7 +439,7 @@ def test_uniform_is_refused_by_an_algorithm_that_lacks_it(
     class NoUniform:
         default_search_config: dict = {"verbose": True}
 
-    monkeypatch.setattr(nasframe.job, "get_algorithm", lambda name: NoUniform)
+    monkeypatch.setattr(nasframe.app.job, "get_algorithm", lambda name: NoUniform)
     code, _, stderr = run_main(search_argv("nope", corpus, tmp_path / "out", "--uniform"))
     assert code == EXIT_USAGE
     assert stderr.strip() == (
@@ -454,7 +454,7 @@ def test_allocation_flags_are_refused_by_an_algorithm_without_them(
     class NoAllocation:
         default_search_config: dict = {"verbose": True}
 
-    monkeypatch.setattr(nasframe.job, "get_algorithm", lambda name: NoAllocation)
+    monkeypatch.setattr(nasframe.app.job, "get_algorithm", lambda name: NoAllocation)
     argv = search_argv("nope", corpus, tmp_path / "out", "--min-keep", "0.5")
     code, _, stderr = run_main(argv)
     assert code == EXIT_USAGE
@@ -479,7 +479,7 @@ def test_per_layer_widths_keep_only_the_nasframe_format(tmp_path: Path) -> None:
 
     bundle = ModelBundle(torch.nn.Identity(), list, "m", save_plain=refuse)
     lines: list[str] = []
-    exports = nasframe.job._save_plain(bundle, torch.nn.Identity(), out, lines.append)
+    exports = nasframe.app.job._save_plain(bundle, torch.nn.Identity(), out, lines.append)
     assert exports["transformers"] is None
     assert exports["reason"] == "the intermediate_size differ between layers."
     assert lines == [exports["note"]]
@@ -492,7 +492,7 @@ def test_per_layer_widths_keep_only_the_nasframe_format(tmp_path: Path) -> None:
 
 def test_a_model_without_a_plain_format_writes_only_nasframe(tmp_path: Path) -> None:
     bundle = ModelBundle(torch.nn.Identity(), list, "m")
-    exports = nasframe.job._save_plain(bundle, torch.nn.Identity(), tmp_path, print)
+    exports = nasframe.app.job._save_plain(bundle, torch.nn.Identity(), tmp_path, print)
     assert exports == {"nasframe": str(tmp_path), "transformers": None, "note": None}
     assert list(tmp_path.iterdir()) == []
 

@@ -20,8 +20,9 @@ from test_distributed import run_script_ranks
 from torch import nn
 
 import nasframe
+from nasframe.app.lm import next_token_loss
 from nasframe.errors import UserInputError
-from nasframe.linear_targets import find_targets
+from nasframe.reconstruction.targets import find_targets
 
 
 def run(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -546,7 +547,7 @@ def test_the_bias_reserve_bounds_what_reconstruction_adds_to_a_searched_llama(pe
     reserve = nasframe.bias_reserve(space)
     assert reserve == layers * 2 * model.config.hidden_size
     batches = [llama.ids(seed) for seed in range(2)]
-    config = {"data_loader": batches, "loss_func": nasframe.lm.next_token_loss, "verbose": False}
+    config = {"data_loader": batches, "loss_func": next_token_loss, "verbose": False}
     before = sum(p.numel() for p in model.parameters())
     limit = before * percent / 100 - reserve
     _, result = nasframe.search(space, f"params={limit}", algorithm="gradnas", config=config)

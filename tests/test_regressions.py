@@ -12,11 +12,11 @@ from torch import nn
 from torch.nn import functional as F
 
 import nasframe
-import nasframe.attention
+import nasframe.modules.attention
 from nasframe import UserInputError, convert, export
-from nasframe.allocation import monotone_degradation, threshold_allocation
-from nasframe.constraints import CostModel
-from nasframe.dynamic import DynamicModule
+from nasframe.cost.cost_model import CostModel
+from nasframe.searchers.allocation import monotone_degradation, threshold_allocation
+from nasframe.space.dynamic import DynamicModule
 
 
 class _Sub(nn.Module):
@@ -194,7 +194,7 @@ def test_exported_heads_keep_their_original_order_for_per_head_masks() -> None:
 def test_dynamic_attention_accepts_unbatched_input(batch_first: bool, need_weights: bool) -> None:
     torch.manual_seed(0)
     attention = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
-    dynamic = nasframe.attention.DynamicMultiheadAttention.convert(copy.deepcopy(attention))
+    dynamic = nasframe.modules.attention.DynamicMultiheadAttention.convert(copy.deepcopy(attention))
     x = torch.randn(5, 16)
     padding = torch.tensor([False, False, False, True, False])
     with torch.no_grad():

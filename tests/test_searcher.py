@@ -16,9 +16,9 @@ from torch.nn import functional as F
 
 import nasframe
 from nasframe import UserInputError, convert, export
-from nasframe.allocation import threshold_allocation
-from nasframe.atomic import atomic_write_text
+from nasframe.io.atomic import atomic_write_text
 from nasframe.plugins import get_algorithm
+from nasframe.searchers.allocation import threshold_allocation
 
 
 def test_unknown_search_config_key_lists_the_valid_keys() -> None:
@@ -287,7 +287,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path) -> None:
             handle.write("half")
         raise KeyboardInterrupt
 
-    from nasframe.atomic import atomic_write
+    from nasframe.io.atomic import atomic_write
 
     with pytest.raises(KeyboardInterrupt):
         atomic_write(path, broken)
@@ -317,7 +317,7 @@ def test_a_checkpoint_of_a_retrained_model_of_the_same_shape_is_refused(tmp_path
 
 
 def test_the_weights_digest_ignores_unit_order() -> None:
-    from nasframe.checkpoint import weights_digest
+    from nasframe.searchers.checkpoint import weights_digest
 
     model = residual_model()
     before = weights_digest(model)

@@ -14,7 +14,7 @@ import torch
 from smollm2_models import requires_smollm2, smollm2_bundle
 
 import nasframe
-from nasframe.lm import next_token_loss
+from nasframe.app.lm import next_token_loss
 
 pytestmark = [pytest.mark.slow, requires_smollm2]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from nasframe import text
+from nasframe.app import text
+from nasframe.app.text import TextCorpus, load_corpus_file, stdlib_corpus
 from nasframe.errors import UserInputError
-from nasframe.text import TextCorpus, load_corpus_file, stdlib_corpus
 
 
 def _doc(name: str) -> str:

@@ -22,7 +22,7 @@ from nasframe_transformers.bert import describe_ties  # noqa: E402
 from nasframe_transformers.bert_modules import setup_bert_heads  # noqa: E402
 
 import nasframe  # noqa: E402
-from nasframe.constraints import CostModel  # noqa: E402
+from nasframe.cost.cost_model import CostModel  # noqa: E402
 from nasframe.errors import UserInputError  # noqa: E402
 from nasframe.plugins import get_algorithm  # noqa: E402
 

@@ -24,10 +24,10 @@ from nasframe_transformers import clean_config_dict, save_pretrained_pruned  # n
 from nasframe_transformers.gpt2 import describe_ties  # noqa: E402
 
 import nasframe  # noqa: E402
-from nasframe.constraints import CostModel  # noqa: E402
-from nasframe.dynamic import DynamicModule  # noqa: E402
+from nasframe.app.lm import next_token_loss  # noqa: E402
+from nasframe.cost.cost_model import CostModel  # noqa: E402
 from nasframe.errors import UserInputError  # noqa: E402
-from nasframe.lm import next_token_loss  # noqa: E402
+from nasframe.space.dynamic import DynamicModule  # noqa: E402
 
 VOCAB = 64
 HIDDEN = "transformer.hidden_size"

@@ -17,8 +17,8 @@ transformers = pytest.importorskip("transformers")
 from nasframe_transformers import clean_config_dict, save_pretrained_pruned  # noqa: E402
 
 import nasframe  # noqa: E402
+from nasframe.app.lm import next_token_loss  # noqa: E402
 from nasframe.errors import UserInputError  # noqa: E402
-from nasframe.lm import next_token_loss  # noqa: E402
 
 FAMILIES = {
     "llama": transformers.LlamaConfig,

@@ -20,8 +20,8 @@ transformers = pytest.importorskip("transformers")
 from nasframe_transformers import save_pretrained_pruned  # noqa: E402
 
 import nasframe  # noqa: E402
-from nasframe.constraints import CostModel  # noqa: E402
-from nasframe.lm import next_token_loss  # noqa: E402
+from nasframe.app.lm import next_token_loss  # noqa: E402
+from nasframe.cost.cost_model import CostModel  # noqa: E402
 
 FAMILIES = {
     "llama": transformers.LlamaConfig,

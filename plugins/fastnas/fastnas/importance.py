@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from nasframe.hparam import Hparam
-from nasframe.space import SearchSpace
+from nasframe.space.hparam import Hparam
+from nasframe.space.search_space import SearchSpace
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastnas.importance import l1_importance
-from nasframe.searcher import BinarySearcher
+from nasframe.searchers.binary import BinarySearcher
 
 
 class FastNASSearcher(BinarySearcher):

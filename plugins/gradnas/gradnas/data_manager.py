@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from nasframe.hparam import Hparam
+from nasframe.space.hparam import Hparam
 
 
 def _identity(scores: torch.Tensor) -> torch.Tensor:

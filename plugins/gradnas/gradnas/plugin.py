@@ -2,10 +2,10 @@
 
 from gradnas.searcher import GradientBinarySearcher
 from gradnas.setups import setup_attention_heads, setup_layer_gates, setup_linear_input
-from nasframe.attention import DynamicMultiheadAttention
-from nasframe.depth import DynamicLayerList
-from nasframe.dynamic import DynamicLinear
 from nasframe.hookspecs import hookimpl
+from nasframe.modules.attention import DynamicMultiheadAttention
+from nasframe.modules.depth import DynamicLayerList
+from nasframe.modules.linear import DynamicLinear
 
 
 @hookimpl

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
-from nasframe.dynamic import DynamicModule
+from nasframe.space.dynamic import DynamicModule
 
 SetupFunc = Callable[[DynamicModule], Any]
 

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+import nasframe.distributed as distributed
 from gradnas.data_manager import GradientDataManager
-from nasframe import distributed
 from nasframe.errors import UserInputError
 
 LossFunc = Callable[[nn.Module, Any], torch.Tensor]

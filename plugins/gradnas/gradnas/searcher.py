@@ -18,10 +18,10 @@ from gradnas.data_manager import GradientDataManager
 from gradnas.registry import GradientSetupRegistry
 from gradnas.scoring import Convergence, accumulate_mask_gradients
 from gradnas.setups import setup_residual_stream
-from nasframe.dynamic import DynamicModule
 from nasframe.errors import UserInputError
-from nasframe.hparam import Hparam
-from nasframe.searcher import BinarySearcher
+from nasframe.searchers.binary import BinarySearcher
+from nasframe.space.dynamic import DynamicModule
+from nasframe.space.hparam import Hparam
 
 
 class GradientBinarySearcher(BinarySearcher):

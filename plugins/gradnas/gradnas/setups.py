@@ -18,10 +18,10 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from gradnas.data_manager import GradientDataManager
-from nasframe.attention import DynamicMultiheadAttention
-from nasframe.depth import DynamicLayerList
-from nasframe.dynamic import DynamicLinear
-from nasframe.hparam import Hparam
+from nasframe.modules.attention import DynamicMultiheadAttention
+from nasframe.modules.depth import DynamicLayerList
+from nasframe.modules.linear import DynamicLinear
+from nasframe.space.hparam import Hparam
 
 #: A setup returns one (manager, handle) pair, a list of them (a module with several
 #: scorable hparams), or None when the module has nothing to score.

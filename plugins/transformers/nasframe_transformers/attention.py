@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from nasframe.dynamic import DynamicModule, LinearMap, SlotDim
+from nasframe.space.dynamic import DynamicModule, LinearMap, SlotDim
 from nasframe_transformers.wrapped import (
     WrappedModule,
     copy_plain_attributes,

@@ -34,9 +34,11 @@ from typing import Any
 
 from torch import nn
 
-from nasframe.depth import DynamicLayerList
-from nasframe.dynamic import DynamicEmbedding, DynamicLayerNorm, DynamicLinear
-from nasframe.ties import SlotRef, TieAnalysis
+from nasframe.modules.depth import DynamicLayerList
+from nasframe.modules.embedding import DynamicEmbedding
+from nasframe.modules.linear import DynamicLinear
+from nasframe.modules.norm import DynamicLayerNorm
+from nasframe.space.ties import SlotRef, TieAnalysis
 from nasframe_transformers.bert_modules import (
     DynamicHeadInputLinear,
     dynamic_self_attention_class,

@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from nasframe.dynamic import DynamicLinear, SlotDim
+from nasframe.modules.linear import DynamicLinear
+from nasframe.space.dynamic import SlotDim
 from nasframe_transformers.attention import SlicedProjection
 from nasframe_transformers.wrapped import WrappedModule, dynamic_subclass, plain_linear
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from nasframe.dynamic import DynamicModule, LinearMap, SlotDim
+from nasframe.space.dynamic import DynamicModule, LinearMap, SlotDim
 
 
 def conv1d_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

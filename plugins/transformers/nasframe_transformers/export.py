@@ -16,8 +16,8 @@ from typing import Any
 
 from torch import nn
 
-from nasframe.atomic import atomic_write_directory
 from nasframe.errors import UserInputError
+from nasframe.io.atomic import atomic_write_directory
 from nasframe_transformers.plain_biases import expressed
 
 # Keys a loaded config may carry that must not be written back: a GGUF file's

@@ -39,15 +39,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasframe.depth import DynamicLayerList
-from nasframe.dynamic import (
-    DynamicEmbedding,
-    DynamicLayerNorm,
-    DynamicLinear,
-    LinearMap,
-    SlotDim,
-)
-from nasframe.ties import TieAnalysis
+from nasframe.modules.depth import DynamicLayerList
+from nasframe.modules.embedding import DynamicEmbedding
+from nasframe.modules.linear import DynamicLinear
+from nasframe.modules.norm import DynamicLayerNorm
+from nasframe.space.dynamic import LinearMap, SlotDim
+from nasframe.space.ties import TieAnalysis
 from nasframe_transformers.conv1d import (
     DynamicConv1D,
     SlicedConv1D,

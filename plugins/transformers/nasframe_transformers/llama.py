@@ -20,9 +20,10 @@ from typing import Any
 
 from torch import nn
 
-from nasframe.depth import DynamicLayerList
-from nasframe.dynamic import DynamicEmbedding, DynamicLinear
-from nasframe.ties import TieAnalysis
+from nasframe.modules.depth import DynamicLayerList
+from nasframe.modules.embedding import DynamicEmbedding
+from nasframe.modules.linear import DynamicLinear
+from nasframe.space.ties import TieAnalysis
 from nasframe_transformers.attention import (
     DynamicGQAttention,
     dynamic_attention_class,

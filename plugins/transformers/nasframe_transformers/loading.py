@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasframe.bundle import GGUF_SUFFIX, HF_CONFIG_FILE, ModelBundle, ModelEntry
+from nasframe.app.model_registry import GGUF_SUFFIX, HF_CONFIG_FILE, ModelBundle, ModelEntry
 from nasframe.errors import UserInputError
 from nasframe.hookspecs import hookimpl
 from nasframe_transformers.export import build_from_config, clean_config_dict

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nasframe.ties import SlotRef, TieAnalysis
+from nasframe.space.ties import SlotRef, TieAnalysis
 
 
 class TieBuilder:

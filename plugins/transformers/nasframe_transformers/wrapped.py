@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from nasframe.dynamic import DynamicModule
+from nasframe.space.dynamic import DynamicModule
 
 
 def copy_plain_attributes(source: nn.Module, target: nn.Module, skip: frozenset[str]) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nasframe.dynamic import DynamicModule, SlotDim
+from nasframe.space.dynamic import DynamicModule, SlotDim
 
 
 class GatedMLP(nn.Module):

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from nasframe.bundle import ModelBundle
+from nasframe.app.model_registry import ModelBundle
 from nasframe_example_plugin.gated_mlp import GatedMLP
 
 MODEL_NAME = "example-gated-lm"
@@ -65,8 +65,8 @@ def load_gated_byte_lm(progress: bool = True) -> ModelBundle:
 
     ``ModelEntry.load`` is called as ``load(progress=...)``: show a progress bar only then.
     """
-    from nasframe.lm import ByteTokenizer, next_token_loss, token_batches
-    from nasframe.text import stdlib_corpus
+    from nasframe.app.lm import ByteTokenizer, next_token_loss, token_batches
+    from nasframe.app.text import stdlib_corpus
 
     tokenizer = ByteTokenizer()
     batches = token_batches(

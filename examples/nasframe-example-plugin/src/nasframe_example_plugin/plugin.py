@@ -6,7 +6,7 @@ another plugin already registers is an error, so only register your own types an
 
 from __future__ import annotations
 
-from nasframe.bundle import ModelEntry
+from nasframe.app.model_registry import ModelEntry
 from nasframe.hookspecs import hookimpl
 from nasframe_example_plugin.gated_mlp import DynamicGatedMLP, GatedMLP
 from nasframe_example_plugin.gradient import setup_gated_mlp
@@ -23,6 +23,12 @@ def nasframe_dynamic_modules():
 def nasframe_gradient_setups():
     """gradnas scores DynamicGatedMLP's hidden units with this setup."""
     return {DynamicGatedMLP: setup_gated_mlp}
+
+
+@hookimpl
+def nasframe_architectures():
+    """``nasframe.load`` rebuilds a saved GatedByteLM from its name."""
+    return {MODEL_NAME: GatedByteLM}
 
 
 @hookimpl

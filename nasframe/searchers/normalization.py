@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import math
 
-from nasframe.allocation import Sensitivity, monotone_degradation
 from nasframe.errors import UserInputError
+from nasframe.searchers.allocation import Sensitivity, monotone_degradation
 
 NORMALIZATIONS = ("none", "sum", "max")
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from nasframe.dynamic import DynamicModule
+from nasframe.space.dynamic import DynamicModule
 
 
 class DynamicLayerList(nn.ModuleList, DynamicModule):

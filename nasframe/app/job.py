@@ -24,22 +24,22 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from nasframe import distributed
-from nasframe.atomic import atomic_write_directory, atomic_write_json
-from nasframe.bundle import ModelBundle, get_model_entry
-from nasframe.constraints import Constraint
+import nasframe.distributed as distributed
+from nasframe.app.lm import next_token_loss, perplexity, token_batches
+from nasframe.app.model_registry import ModelBundle, get_model_entry
+from nasframe.app.text import TextCorpus, load_corpus_file, stdlib_corpus
+from nasframe.cost.budget import Constraint
+from nasframe.cost.flops import count_flops
 from nasframe.errors import UserInputError
-from nasframe.export import export
-from nasframe.flops import count_flops
-from nasframe.hparam import ChoiceRule
-from nasframe.linear_targets import bias_reserve
-from nasframe.lm import next_token_loss, perplexity, token_batches
+from nasframe.io.atomic import atomic_write_directory, atomic_write_json
+from nasframe.io.serialization import save
 from nasframe.plugins import get_algorithm
-from nasframe.reconstruct import RECONSTRUCT_MODES, reconstruct
-from nasframe.searcher import BinarySearcher, check_allocation_settings
-from nasframe.serialization import save
-from nasframe.space import convert
-from nasframe.text import TextCorpus, load_corpus_file, stdlib_corpus
+from nasframe.reconstruction.reconstruct import RECONSTRUCT_MODES, reconstruct
+from nasframe.reconstruction.targets import bias_reserve
+from nasframe.searchers.binary import BinarySearcher, check_allocation_settings
+from nasframe.space.convert import convert
+from nasframe.space.export import export
+from nasframe.space.hparam import ChoiceRule
 
 SUMMARY_FILE = "summary.json"
 PLAIN_EXPORT_DIR = "transformers"  # OUT/transformers: the model family's standard format
@@ -430,7 +430,7 @@ def _mean_loss(model: torch.nn.Module, batches) -> float:
 
 
 def _perplexity(model: torch.nn.Module, batches, label: str | None) -> float:
-    """``nasframe.lm.perplexity``, each rank of a data-parallel run evaluating its share."""
+    """``nasframe.app.lm.perplexity``, each rank of a data-parallel run evaluating its share."""
     mine = distributed.shard(batches)
     if not distributed.is_active():
         return perplexity(model, batches, label)

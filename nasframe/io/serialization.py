@@ -18,8 +18,8 @@ from typing import Any
 import safetensors.torch
 from torch import nn
 
-from nasframe.atomic import atomic_write, atomic_write_json
 from nasframe.errors import UserInputError
+from nasframe.io.atomic import atomic_write, atomic_write_json
 
 FORMAT = "nasframe-pruned"
 FORMAT_VERSION = 1
@@ -87,8 +87,8 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
     ``model`` is an unpruned instance of the architecture; it may be omitted when the model
     was saved under a registered name (``--model NAME``), which then rebuilds it in eval mode.
     """
-    from nasframe.export import export
-    from nasframe.space import convert
+    from nasframe.space.convert import convert
+    from nasframe.space.export import export
 
     metadata = read_metadata(directory)
     weights = Path(directory) / metadata["weights"]["file"]
@@ -133,7 +133,7 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
 def _add_recorded_biases(model: nn.Module, added: Any) -> None:
     """Give the unpruned model the zero biases reconstruction added (the saved weights fill
     them); a bias the model already has is left for the weights to overwrite."""
-    from nasframe.linear_targets import add_bias
+    from nasframe.reconstruction.targets import add_bias
 
     valid = isinstance(added, dict) and all(
         isinstance(name, str)
@@ -173,10 +173,14 @@ def _sha256(path: Path) -> str:
 
 def build_architecture(name: str, kwargs: dict[str, Any]) -> nn.Module:
     """An untrained model of a registered architecture (or a named model's architecture)."""
-    from nasframe.bundle import get_model_entry
     from nasframe.plugins import registry
 
     builders = registry("nasframe_architectures")
-    if name in builders:
-        return builders[name](**kwargs)
-    return get_model_entry(name).architecture(**kwargs)
+    if name not in builders:
+        known = ", ".join(sorted(builders)) or "none"
+        raise UserInputError(
+            f"no installed plugin builds the architecture {name!r} this model was saved from "
+            f"(known: {known}); install that plugin, or pass an unpruned instance as "
+            "load(directory, model=...)."
+        )
+    return builders[name](**kwargs)

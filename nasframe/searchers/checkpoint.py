@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasframe import distributed
-from nasframe.atomic import atomic_write_json
+import nasframe.distributed as distributed
 from nasframe.errors import UserInputError
+from nasframe.io.atomic import atomic_write_json
 
 CHECKPOINT_VERSION = 1
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nasframe.dynamic import DynamicModule, LinearMap
-from nasframe.hparam import Hparam
-from nasframe.space import SearchSpace
+from nasframe.space.dynamic import DynamicModule, LinearMap
+from nasframe.space.hparam import Hparam
+from nasframe.space.search_space import SearchSpace
 
 
 @dataclass

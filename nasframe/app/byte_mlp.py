@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from nasframe.lm import next_token_loss
+from nasframe.app.lm import next_token_loss
 
 # Measured on a 2-core CPU (torch 2.13, 2 threads) training on the calibration part of
 # stdlib_corpus() (Python 3.11.7, ~1.5 MB) cut by token_batches(seq_len=64, batch_size=16):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from nasframe.dynamic import DynamicModule, SlotDim, index_dim, unit_to_element_index
+from nasframe.space.dynamic import DynamicModule, SlotDim, index_dim, unit_to_element_index
 
 
 def multihead_attention(

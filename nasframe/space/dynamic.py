@@ -16,7 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from nasframe.hparam import Hparam
+from nasframe.space.hparam import Hparam
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class SlotDim:
 @dataclass(frozen=True)
 class LinearMap:
     """A linear map ``y = W x + b`` inside a dynamic module, declared so that reconstruction
-    (:mod:`nasframe.reconstruct`) can refit its kept input columns from calibration inputs.
+    (:mod:`nasframe.reconstruction`) can refit its kept input columns from calibration inputs.
 
     ``weight`` and ``bias`` are parameter paths; the bias may be absent, and reconstruction
     then adds one at that path, so the module's ``SLOTS`` must already index it along the
@@ -223,170 +223,3 @@ class DynamicModule(nn.Module):
         for part in path:
             module = getattr(module, part)
         return getattr(module, leaf, None)
-
-
-class DynamicLinear(nn.Linear, DynamicModule):
-    """``nn.Linear`` whose input and output features are slots."""
-
-    SLOTS = {
-        "in_features": (SlotDim("weight", 1),),
-        "out_features": (SlotDim("weight", 0), SlotDim("bias", 0)),
-    }
-    TRACE_INPUTS = (("input", "in_features"),)
-    TRACE_OUTPUT = "out_features"
-    LINEAR_MAPS = (LinearMap("weight", "bias", input_dim=1),)
-
-    @classmethod
-    def convert(cls, module: nn.Module) -> DynamicLinear:
-        assert isinstance(module, nn.Linear)
-        return cls._adopt(module, ("in_features", "out_features", "weight", "bias"))
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(input, self.sliced("weight"), self.sliced("bias"))
-
-    def export(self) -> nn.Linear:
-        weight, bias = self.sliced("weight"), self.sliced("bias")
-        plain = nn.Linear(
-            weight.shape[1],
-            weight.shape[0],
-            bias=bias is not None,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        with torch.no_grad():
-            plain.weight.copy_(weight)
-            if bias is not None:
-                plain.bias.copy_(bias)
-        return plain
-
-
-class DynamicEmbedding(nn.Embedding, DynamicModule):
-    """``nn.Embedding`` whose embedding width is a slot (the vocabulary is never pruned)."""
-
-    SLOTS = {"embedding_dim": (SlotDim("weight", 1),)}
-    TRACE_INPUTS = (("input", None),)
-    TRACE_OUTPUT = "embedding_dim"
-
-    @classmethod
-    def convert(cls, module: nn.Module) -> DynamicEmbedding:
-        assert isinstance(module, nn.Embedding)
-        return cls._adopt(
-            module,
-            (
-                "num_embeddings",
-                "embedding_dim",
-                "padding_idx",
-                "max_norm",
-                "norm_type",
-                "scale_grad_by_freq",
-                "sparse",
-                "weight",
-            ),
-        )
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return nn.functional.embedding(
-            input,
-            self.sliced("weight"),
-            self.padding_idx,
-            self.max_norm,
-            self.norm_type,
-            self.scale_grad_by_freq,
-            self.sparse,
-        )
-
-    def export(self) -> nn.Embedding:
-        weight = self.sliced("weight")
-        plain = nn.Embedding(
-            weight.shape[0],
-            weight.shape[1],
-            padding_idx=self.padding_idx,
-            max_norm=self.max_norm,
-            norm_type=self.norm_type,
-            scale_grad_by_freq=self.scale_grad_by_freq,
-            sparse=self.sparse,
-            device=weight.device,
-            dtype=weight.dtype,
-        )
-        with torch.no_grad():
-            plain.weight.copy_(weight)
-        return plain
-
-
-class DynamicLayerNorm(nn.LayerNorm, DynamicModule):
-    """``nn.LayerNorm`` over the last dimension, whose width is a slot."""
-
-    SLOTS = {"normalized_shape": (SlotDim("weight", 0), SlotDim("bias", 0))}
-    TRACE_INPUTS = (("input", "normalized_shape"),)
-    TRACE_OUTPUT = "normalized_shape"
-
-    @classmethod
-    def supports(cls, module: nn.Module) -> bool:
-        return len(module.normalized_shape) == 1
-
-    @classmethod
-    def convert(cls, module: nn.Module) -> DynamicLayerNorm:
-        assert isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1
-        return cls._adopt(
-            module, ("normalized_shape", "eps", "elementwise_affine", "weight", "bias")
-        )
-
-    def slot_size(self, slot: str) -> int:
-        return self.normalized_shape[0]
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        size = (self.active_size("normalized_shape"),)
-        return nn.functional.layer_norm(
-            input, size, self.sliced("weight"), self.sliced("bias"), self.eps
-        )
-
-    def export(self) -> nn.LayerNorm:
-        weight, bias = self.sliced("weight"), self.sliced("bias")
-        size = self.active_size("normalized_shape")
-        plain = nn.LayerNorm(
-            size,
-            eps=self.eps,
-            elementwise_affine=self.elementwise_affine,
-            bias=bias is not None,
-        )
-        if weight is not None:
-            plain = plain.to(device=weight.device, dtype=weight.dtype)
-            with torch.no_grad():
-                plain.weight.copy_(weight)
-                if bias is not None:
-                    plain.bias.copy_(bias)
-        return plain
-
-
-class DynamicRMSNorm(nn.RMSNorm, DynamicModule):
-    """``nn.RMSNorm`` over the last dimension, whose width is a slot."""
-
-    SLOTS = {"normalized_shape": (SlotDim("weight", 0),)}
-    TRACE_INPUTS = (("x", "normalized_shape"),)
-    TRACE_OUTPUT = "normalized_shape"
-
-    @classmethod
-    def supports(cls, module: nn.Module) -> bool:
-        return len(module.normalized_shape) == 1
-
-    @classmethod
-    def convert(cls, module: nn.Module) -> DynamicRMSNorm:
-        assert isinstance(module, nn.RMSNorm) and len(module.normalized_shape) == 1
-        return cls._adopt(module, ("normalized_shape", "eps", "elementwise_affine", "weight"))
-
-    def slot_size(self, slot: str) -> int:
-        return self.normalized_shape[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = (self.active_size("normalized_shape"),)
-        return nn.functional.rms_norm(x, size, self.sliced("weight"), self.eps)
-
-    def export(self) -> nn.RMSNorm:
-        weight = self.sliced("weight")
-        size = self.active_size("normalized_shape")
-        plain = nn.RMSNorm(size, eps=self.eps, elementwise_affine=self.elementwise_affine)
-        if weight is not None:
-            plain = plain.to(device=weight.device, dtype=weight.dtype)
-            with torch.no_grad():
-                plain.weight.copy_(weight)
-        return plain

@@ -22,7 +22,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from nasframe.allocation import Sensitivity, monotone_degradation
+from nasframe.searchers.allocation import Sensitivity, monotone_degradation
 
 #: Greedy passes at most; each re-linearises the costs around the previous result.
 ROUNDS = 6

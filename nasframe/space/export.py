@@ -11,9 +11,10 @@ import copy
 
 from torch import nn
 
-from nasframe.dynamic import DynamicModule
 from nasframe.plugins import get_plugin_manager
-from nasframe.space import SearchSpace, replace_module
+from nasframe.space.convert import replace_module
+from nasframe.space.dynamic import DynamicModule
+from nasframe.space.search_space import SearchSpace
 
 
 def export(space: SearchSpace, inplace: bool = False) -> nn.Module:

@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pluggy
 from torch import nn
 
+from nasframe.app import hookspecs
 from nasframe.errors import UserInputError
+from nasframe.plugins import get_plugin_manager, registry
 
 GGUF_SUFFIX = ".gguf"
 HF_CONFIG_FILE = "config.json"
@@ -69,9 +72,17 @@ class ModelEntry:
         return self.load(progress=progress)
 
 
-def model_entries() -> dict[str, ModelEntry]:
-    from nasframe.plugins import registry
+def app_plugin_manager() -> pluggy.PluginManager:
+    """The one plugin manager, with the app's hook specifications added (once)."""
+    manager = get_plugin_manager()
+    caller = getattr(manager.hook, "nasframe_models", None)
+    if caller is None or caller.spec is None:
+        manager.add_hookspecs(hookspecs)
+    return manager
 
+
+def model_entries() -> dict[str, ModelEntry]:
+    app_plugin_manager()
     return registry("nasframe_models")
 
 
@@ -80,9 +91,7 @@ def get_model_entry(name: str) -> ModelEntry:
     entries = model_entries()
     if name in entries:
         return entries[name]
-    from nasframe.plugins import get_plugin_manager
-
-    entry = get_plugin_manager().hook.nasframe_resolve_model(spec=name)
+    entry = app_plugin_manager().hook.nasframe_resolve_model(spec=name)
     if entry is not None:
         return entry
     raise _unresolved(name, sorted(entries))

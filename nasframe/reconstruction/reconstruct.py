@@ -7,10 +7,11 @@ has selected a config, :func:`reconstruct` measures the *dense* inputs of every 
 calibration batches (the space temporarily at its full config) and then, at the selected
 config, either folds the removed inputs' mean into the bias (``"bias"``) or refits the kept
 columns and the bias by damped least squares onto the dense output (``"lsq"``); see
-:mod:`nasframe.refit`. A map without a bias gets one (zeros, where its ``SLOTS`` index it), so
+:mod:`nasframe.reconstruction.refit`. A map without a bias gets one (zeros, where its
+``SLOTS`` index it), so
 slicing, export, ``nasframe.save`` (pass ``added_biases=space.added_biases``) and
 ``save_pretrained_pruned`` keep it. Maps it would be wrong to change are left alone and
-reported (see :mod:`nasframe.linear_targets`).
+reported (see :mod:`nasframe.reconstruction.targets`).
 
 The statistics of all targets are measured before any weight changes, so every chunk of
 targets sees the same dense model and the result does not depend on ``max_stats_bytes``.
@@ -28,11 +29,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasframe.activation_stats import LinearStats, collect, plan_chunks
 from nasframe.errors import UserInputError
-from nasframe.linear_targets import Target, add_bias, find_targets
-from nasframe.refit import fold_bias, refit_least_squares
-from nasframe.space import SearchSpace
+from nasframe.reconstruction.refit import fold_bias, refit_least_squares
+from nasframe.reconstruction.stats import LinearStats, collect, plan_chunks
+from nasframe.reconstruction.targets import Target, add_bias, find_targets
+from nasframe.space.search_space import SearchSpace
 
 RECONSTRUCT_MODES = ("none", "bias", "lsq")
 

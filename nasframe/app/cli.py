@@ -52,10 +52,10 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nasframe.job import JOB_SEARCH_DEFAULTS, JobSettings
-    from nasframe.reconstruct import RECONSTRUCT_MODES
-    from nasframe.score_normalization import NORMALIZATIONS
-    from nasframe.searcher import ALLOCATIONS
+    from nasframe.app.job import JOB_SEARCH_DEFAULTS, JobSettings
+    from nasframe.reconstruction.reconstruct import RECONSTRUCT_MODES
+    from nasframe.searchers.binary import ALLOCATIONS
+    from nasframe.searchers.normalization import NORMALIZATIONS
 
     defaults = JobSettings()
     parser = _Parser(prog="nasframe", description="Structured pruning and architecture search.")
@@ -215,7 +215,7 @@ def _list_algorithms() -> int:
 
 
 def _list_models() -> int:
-    from nasframe.bundle import model_entries
+    from nasframe.app.model_registry import model_entries
 
     for name, entry in sorted(model_entries().items()):
         print(f"{name}\t{entry.description}")
@@ -223,7 +223,7 @@ def _list_models() -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from nasframe.job import JobSettings, run_job
+    from nasframe.app.job import JobSettings, run_job
 
     settings = JobSettings(
         algorithm=args.algo,

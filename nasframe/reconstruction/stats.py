@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasframe import distributed
+import nasframe.distributed as distributed
 
 _FLOAT64_BYTES = 8
 

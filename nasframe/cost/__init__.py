@@ -1,0 +1,1 @@
+"""The budget: parsing a constraint ("75%"), counting parameters and the fitted FLOP model."""

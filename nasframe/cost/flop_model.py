@@ -1,0 +1,204 @@
+"""FLOPs of a config as a per-module polynomial in slot sizes, fitted once and checked.
+
+Each module's matmul FLOPs are a polynomial in its own slot sizes: a few ``FlopCounterMode``
+measurements of random configs fix the coefficients, and a held-out measurement checks the
+fit before it is trusted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from nasframe.cost.flops import count_flops
+from nasframe.errors import UserInputError
+from nasframe.space.hparam import Hparam
+from nasframe.space.search_space import Config, SearchSpace
+
+
+class KeptUnits:
+    """Which positions of layer-like hparams a config keeps (cached per size)."""
+
+    def __init__(self, sizes: Mapping[int, int]) -> None:
+        self.sizes = sizes
+        self._cache: dict[tuple[int, int], set[int]] = {}
+
+    def all_present(self, presence: list[tuple[Hparam, int]]) -> bool:
+        for hparam, position in presence:
+            size = self.sizes[id(hparam)]
+            key = (id(hparam), size)
+            if key not in self._cache:
+                self._cache[key] = hparam.kept_positions(size)
+            if position not in self._cache[key]:
+                return False
+        return True
+
+
+def measure_flops(
+    space: SearchSpace, config: Config, dummy_input: Any
+) -> tuple[int, dict[str, int]]:
+    """Run the model under ``config`` with FlopCounterMode; total and per-module FLOPs.
+
+    The space's config is restored afterwards, even on error.
+    """
+    saved = space.config()
+    try:
+        space.select(config)
+        return count_flops(space.model, dummy_input)
+    except UserInputError:
+        raise
+    except Exception as error:
+        raise UserInputError(
+            f"the dummy input does not fit the model ({type(error).__name__}: {error}); pass an "
+            "input the model's forward accepts."
+        ) from error
+    finally:
+        space.select(saved)
+
+
+class FlopModel:
+    """FLOPs of each dynamic module as a polynomial in its slots' sizes, fitted once.
+
+    Every monomial is a product of a subset of the module's slot sizes (a Linear's FLOPs are
+    proportional to in_features * out_features). A handful of random configs determine the
+    coefficients; a held-out config checks the fit, and if any module's FLOPs are not of this
+    form, every prediction falls back to measuring.
+    """
+
+    def __init__(self, space: SearchSpace, dummy_input: Any) -> None:
+        self.space = space
+        self.dummy_input = dummy_input
+        presence = space.unit_presence()
+        self.modules = [
+            (name, module)
+            for name, module in space.dynamic_modules()
+            if any(module.get_hparam(s) is not None for s in module.SLOTS) or id(module) in presence
+        ]
+        self.presence = {name: presence.get(id(module), []) for name, module in self.modules}
+        rng = random.Random(0)
+        configs = [space.max_config(), space.min_config()]
+        longest = max((len(m.SLOTS) for _, m in self.modules), default=0)
+        configs += [_random_config(space, rng) for _ in range(2**longest + 4)]
+        determined = self._top_up(configs, rng)
+        measured = [measure_flops(space, c, dummy_input) for c in configs]
+        self.constant, self.terms = self._fit(configs, measured)
+        check = _random_config(space, rng)
+        self.exact = determined and all(
+            _close(self.predict_fitted(c), measure_flops(space, c, dummy_input)[0])
+            for c in (check, space.max_config())
+        )
+
+    def _top_up(self, configs: list[Config], rng: random.Random, extra: int = 64) -> bool:
+        """Add random configs until they determine every module's coefficients.
+
+        Random configs can miss a combination a module's polynomial needs (two hparams with
+        two choices each, both at the same end in every sample); the fit would then be wrong
+        elsewhere yet could pass the check. Returns False if ``extra`` more did not suffice.
+        """
+        needed = {n: self._rank(m, self._grid(m), n) for n, m in self.modules}
+        short = [(n, m) for n, m in self.modules if self._rank(m, configs, n) < needed[n]]
+        for _ in range(extra):
+            if not short:
+                break
+            configs.append(_random_config(self.space, rng))
+            short = [(n, m) for n, m in short if self._rank(m, configs, n) < needed[n]]
+        return not short
+
+    def _grid(self, module: Any) -> list[Config]:
+        """Configs that reach every monomial of ``module``: for each of its hparams, one more
+        size than the number of its slots that hparam sets (or all its sizes)."""
+        uses: dict[int, tuple[Hparam, int]] = {}
+        for slot in module.SLOTS:
+            hparam = module.get_hparam(slot)
+            if hparam is not None:
+                uses[id(hparam)] = (hparam, uses.get(id(hparam), (hparam, 0))[1] + 1)
+        levels = []
+        for hparam, count in uses.values():
+            choices = hparam.choices
+            k = min(len(choices), count + 1)
+            picks = sorted({round(i * (len(choices) - 1) / max(k - 1, 1)) for i in range(k)})
+            levels.append([(hparam.name, choices[i]) for i in picks])
+        return [dict(combination) for combination in itertools.product(*levels)]
+
+    def _rank(self, module: Any, configs: list[Config], name: str) -> int:
+        features = torch.tensor(
+            [self._monomials(module, c, name) for c in configs], dtype=torch.float64
+        )
+        return int(torch.linalg.matrix_rank(features / features.abs().amax(dim=0).clamp(min=1)))
+
+    def _monomials(self, module: Any, config: Config, name: str | None = None) -> list[float]:
+        sizes = [_slot_size(module, slot, self.space, config) for slot in module.SLOTS]
+        # A module inside a dropped layer costs nothing.
+        present = float(self._present(name, config)) if name is not None else 1.0
+        return [
+            present * math.prod(sizes[i] for i in subset)
+            for r in range(len(sizes) + 1)
+            for subset in itertools.combinations(range(len(sizes)), r)
+        ]
+
+    def _present(self, name: str, config: Config) -> bool:
+        presence = self.presence.get(name, [])
+        if not presence:
+            return True
+        sizes = {id(hp): config.get(hp.name, hp.active) for hp, _ in presence}
+        return KeptUnits(sizes).all_present(presence)
+
+    def _fit(self, configs: list[Config], measured: list[tuple[int, dict[str, int]]]):
+        names = [name for name, _ in self.modules]
+        # A parent's count includes its dynamic children's: subtract each child once, from
+        # its nearest dynamic ancestor that ran (a layer list is iterated, never called).
+        own_totals = []
+        for _, per_module in measured:
+            ran = [name for name in names if name in per_module]
+            own = {name: per_module.get(name, 0) for name in names}
+            for child in names:
+                parent = _nearest_ancestor(child, ran)
+                if parent is not None:
+                    own[parent] -= per_module.get(child, 0)
+            own_totals.append(own)
+        terms = {}
+        for name, module in self.modules:
+            features = torch.tensor(
+                [self._monomials(module, c, name) for c in configs], dtype=torch.float64
+            )
+            targets = torch.tensor([[o[name]] for o in own_totals], dtype=torch.float64)
+            terms[name] = torch.linalg.lstsq(features, targets, driver="gelsd").solution.flatten()
+        constant = measured[0][0] - sum(own_totals[0].values())
+        return constant, terms
+
+    def predict_fitted(self, config: Config) -> int:
+        total = float(self.constant)
+        for name, module in self.modules:
+            features = torch.tensor(self._monomials(module, config, name), dtype=torch.float64)
+            total += float(features @ self.terms[name])
+        return round(total)
+
+    def predict(self, config: Config) -> int:
+        if self.exact:
+            return self.predict_fitted(config)
+        return measure_flops(self.space, config, self.dummy_input)[0]
+
+
+def _close(predicted: int, measured: int) -> bool:
+    return abs(predicted - measured) <= 1e-9 * max(1, measured)
+
+
+def _nearest_ancestor(name: str, candidates: list[str]) -> str | None:
+    ancestors = [c for c in candidates if c != name and (c == "" or name.startswith(c + "."))]
+    return max(ancestors, key=len) if ancestors else None
+
+
+def _slot_size(module: Any, slot: str, space: SearchSpace, config: Config) -> int:
+    hparam = module.get_hparam(slot)
+    if hparam is None:
+        return module.slot_size(slot)
+    return config.get(hparam.name, hparam.active)
+
+
+def _random_config(space: SearchSpace, rng: random.Random) -> Config:
+    return {name: rng.choice(hp.choices) for name, hp in space.hparams.items()}

@@ -1,0 +1,1 @@
+"""Saving and loading pruned models (safetensors + JSON, no pickle) and atomic writes."""

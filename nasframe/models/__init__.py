@@ -1,1 +1,0 @@
-"""Models that ship with nasframe, so the CLI and benchmarks work without downloads."""

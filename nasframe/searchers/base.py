@@ -1,0 +1,130 @@
+"""The skeleton every search shares, and what a search returns.
+
+:class:`BaseSearcher` owns what any search needs: the search config (defaults, validation),
+the one constraint and its cost model, and the checkpoint. The seed's loop that fastnas and
+gradnas share is :class:`nasframe.searchers.binary.BinarySearcher`.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from nasframe.cost.budget import Constraint
+from nasframe.cost.cost_model import CostModel
+from nasframe.errors import UserInputError
+from nasframe.searchers.checkpoint import SearchCheckpoint, weights_digest
+from nasframe.space.search_space import Config, SearchSpace
+
+ScoreFunc = Callable[[nn.Module], float]
+
+
+@dataclass
+class SearchResult:
+    """What a search found, and what it cost to find it."""
+
+    config: Config
+    constraint: str
+    limit: float
+    cost_before: float
+    cost_after: float
+    importance: dict[str, torch.Tensor]
+    sensitivity: dict[str, dict[int, float]]
+    timings: dict[str, float] = field(default_factory=dict)
+    resumed: bool = False
+    #: Seconds spent computing importance and sensitivities, including the runs that wrote
+    #: a resumed checkpoint (``timings`` only covers this run).
+    compute_s: float = 0.0
+
+
+class BaseSearcher(ABC):
+    """Skeleton of a search: config handling, constraint, checkpoint; subclasses search."""
+
+    name: ClassVar[str] = "base"
+
+    def __init__(self) -> None:
+        self.space: SearchSpace | None = None
+        self.config: dict[str, Any] = {}
+        self.cost_model: CostModel | None = None
+        self.timings: dict[str, float] = {}
+
+    @property
+    def default_search_config(self) -> dict[str, Any]:
+        """Every key a search config may have, with its default."""
+        return {"checkpoint": None, "verbose": True}
+
+    def sanitize_search_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Defaults filled in; an unknown key is an error that lists the valid keys."""
+        defaults = self.default_search_config
+        unknown = sorted(set(config or {}) - set(defaults))
+        if unknown:
+            raise UserInputError(
+                f"unknown search config key(s) {', '.join(unknown)} for {self.name}; valid keys: "
+                f"{', '.join(sorted(defaults))}."
+            )
+        return {**defaults, **(config or {})}
+
+    def search(
+        self,
+        space: SearchSpace,
+        constraints: Mapping[str, Any] | str | Constraint,
+        dummy_input: Any = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> SearchResult:
+        """Find the config that meets ``constraints`` with the least degradation and select it."""
+        self.space = space
+        self.config = self.sanitize_search_config(config)
+        self.timings = {}
+        constraint = Constraint.from_mapping(constraints)
+        self.cost_model = CostModel(space, dummy_input)
+        if not space.hparams:
+            raise UserInputError(
+                "the model has nothing searchable (no prunable dimension was found); check that "
+                "it is built of supported modules or install a plugin for its module types."
+            )
+        space.select(space.max_config())
+        if self.config.get("uniform"):
+            space.restrict_to_uniform()
+        limit = self.cost_model.resolve(constraint)
+        cost_before = self.cost_model.cost(constraint.kind, space.max_config())
+        # The weights digest costs a pass over every weight: only a checkpoint needs it.
+        fingerprint = self.fingerprint() if self.config["checkpoint"] else {}
+        checkpoint = SearchCheckpoint(self.config["checkpoint"], fingerprint)
+        found = self.run_search(checkpoint, constraint.kind, limit)
+        space.select(found.config)
+        found.constraint, found.limit, found.cost_before = str(constraint), limit, cost_before
+        found.cost_after = self.cost_model.cost(constraint.kind, found.config)
+        found.timings = dict(self.timings)
+        return found
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint must match to be resumed: algorithm, search space and weights."""
+        return {
+            "algorithm": self.name,
+            "hparams": {name: hp.choices for name, hp in self.space.hparams.items()},
+            "weights": weights_digest(self.space.model),
+        }
+
+    @abstractmethod
+    def run_search(self, checkpoint: SearchCheckpoint, kind: str, limit: float) -> SearchResult:
+        """Search and return the result (constraint fields are filled in by ``search``)."""
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase of the search into ``self.timings``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def progress(self, iterable: Any = None, **kwargs: Any) -> tqdm:
+        return tqdm(iterable, disable=not self.config.get("verbose", True), leave=False, **kwargs)
