@@ -6,18 +6,16 @@ algorithm (``gradnas``, ``fastnas``, or a plugin's), ``export`` a smaller dense 
 config from calibration activations, without training.
 """
 
-from nasframe.api import search
+from nasframe.api import convert, export, load, search
 from nasframe.cost.budget import Constraint
 from nasframe.cost.cost_model import CostModel
 from nasframe.errors import InfeasibleConstraintError, UserInputError
-from nasframe.io.serialization import load, save
+from nasframe.io.serialization import save
 from nasframe.reconstruction.reconstruct import RECONSTRUCT_MODES, ReconstructionReport, reconstruct
 from nasframe.reconstruction.targets import bias_reserve
 from nasframe.searchers.base import BaseSearcher, SearchResult
 from nasframe.searchers.binary import BinarySearcher
-from nasframe.space.convert import convert
 from nasframe.space.dynamic import DynamicModule, LinearMap, SlotDim
-from nasframe.space.export import export
 from nasframe.space.hparam import ChoiceRule, Hparam
 from nasframe.space.search_space import SearchSpace
 

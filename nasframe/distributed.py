@@ -97,33 +97,25 @@ def shard(items: Sequence) -> list:
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` summed over the ranks (the tensor itself without a group)."""
-    if is_active():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
+    """``tensor`` summed over the ranks, in place and returned (itself without a group).
 
-
-def sum_tensor_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
-    """A CPU ``tensor`` summed over the ranks, in place (the tensor itself without a group).
-
-    NCCL reduces only GPU tensors, so there it travels through the current GPU and back.
+    The one all-reduce: any device. NCCL reduces only GPU tensors, so there a CPU tensor
+    travels through the current GPU and back.
     """
     if not is_active():
         return tensor
-    if dist.get_backend() == "nccl":
+    if dist.get_backend() == "nccl" and tensor.device.type != "cuda":
         on_device = tensor.to(torch.device("cuda", torch.cuda.current_device()))
-        tensor.copy_(all_reduce_sum(on_device).cpu())
+        dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+        tensor.copy_(on_device.cpu())
         return tensor
-    return all_reduce_sum(tensor)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
 
 
 def sum_over_ranks(values: Sequence[float]) -> list[float]:
-    """Each value summed over the ranks, in float64 (losses, token counts)."""
-    device = None
-    if is_active() and dist.get_backend() == "nccl":  # NCCL reduces only GPU tensors
-        device = torch.device("cuda", torch.cuda.current_device())
-    tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
-    return all_reduce_sum(tensor).tolist()
+    """Each Python number summed over the ranks, in float64 (losses, token counts)."""
+    return all_reduce_sum(torch.tensor(list(values), dtype=torch.float64)).tolist()
 
 
 def unwrap(model: nn.Module) -> nn.Module:

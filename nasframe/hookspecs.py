@@ -1,21 +1,25 @@
-"""The pluggy hook specifications: everything a plugin can contribute to nasframe.
+"""The pluggy hook specifications of the library: what a plugin can contribute to nasframe.
 
 Plugins are plain modules with functions marked ``@hookimpl`` and are found through the
 ``nasframe`` entry-point group, exactly like a third party's plugin. Most hooks return a
 mapping; the host merges the mappings of every plugin (a later plugin may not silently
-override an earlier one: a clash is an error naming both). The ``firstresult`` hooks ask each
-plugin in turn and take the first answer that is not None.
+override an earlier one: a clash is an error naming both). The list-returning hooks are
+concatenated, built-ins first. Hooks that belong to whoever calls them live there (the app's
+models in :mod:`nasframe.app.hookspecs`, gradnas's gradient setups in ``gradnas.hookspecs``)
+and are added to the one plugin manager by their caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from nasframe.space.family import ModelFamily
 
 hookspec = pluggy.HookspecMarker("nasframe")
 hookimpl = pluggy.HookimplMarker("nasframe")
@@ -40,22 +44,13 @@ def nasframe_algorithms() -> dict[str, type]:
 
 
 @hookspec
-def nasframe_gradient_setups() -> dict[type, Callable[[Any], tuple[Any, Any]]]:
-    """``SETUP_GRADIENT_FUNC`` entries: ``DynamicModule`` type -> ``setup(module)``.
+def nasframe_model_families() -> list[ModelFamily]:
+    """Model families described rather than traced (Hugging Face transformers): objects
+    satisfying :class:`nasframe.space.family.ModelFamily`.
 
-    ``setup`` returns ``(GradientDataManager, RemovableHandle)``; the gradnas plugin
-    collects these so that any plugin can make its module type scorable by gradnas.
-    """
-
-
-@hookspec(firstresult=True)
-def nasframe_describe_ties(model: nn.Module) -> Any:
-    """Describe ``model``'s tied dimensions without tracing it: a ``TieAnalysis``
-    (:mod:`nasframe.space.ties`).
-
-    For model families torch.fx cannot trace (Hugging Face transformers). Return None for a
-    model the plugin does not recognise; the first non-None answer wins, and without one
-    ``convert`` traces the model.
+    ``convert`` lets the first family whose ``matches`` accepts a model describe its ties
+    (without one it traces the model) and ``export`` lets it finalize the exported model.
+    A family must leave models it does not match alone.
     """
 
 
@@ -66,10 +61,3 @@ def nasframe_architectures() -> dict[str, Callable[..., nn.Module]]:
     ``nasframe.load`` rebuilds a saved model's unpruned architecture from the name and JSON
     keyword arguments in its ``nasframe.json`` (model names of ``nasframe_models`` work too).
     """
-
-
-@hookspec
-def nasframe_finalize_export(model: nn.Module) -> None:
-    """Called with every freshly exported (plain) model, to update what the module swap
-    cannot express: a config object's sizes, layer indices after layers were removed.
-    Return nothing; leave models of families the plugin does not know untouched."""

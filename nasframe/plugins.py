@@ -10,6 +10,8 @@ import pluggy
 
 import nasframe.builtin as builtin
 import nasframe.hookspecs as hookspecs
+from nasframe.space.convert import ConvertRegistry
+from nasframe.space.family import ModelFamily
 
 
 @functools.cache
@@ -23,7 +25,11 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 def reset_plugin_manager() -> None:
-    """Forget the manager so the next call rediscovers entry points (tests, notebooks)."""
+    """Forget the manager so the next call rediscovers entry points (tests, notebooks).
+
+    The only reset there is: every registry (gradnas's setups too) is read from the manager,
+    so a plugin installed in a running process is seen after this one call.
+    """
     get_plugin_manager.cache_clear()
 
 
@@ -55,6 +61,29 @@ def registry(hook_name: str) -> dict[Any, Any]:
 def passthrough_module_types() -> tuple[type, ...]:
     results = get_plugin_manager().hook.nasframe_passthrough_modules()
     return tuple(t for result in results for t in (result or ()))
+
+
+def model_families() -> tuple[ModelFamily, ...]:
+    """Every registered model family, built-ins first; two of the same name are an error."""
+    results = get_plugin_manager().hook.nasframe_model_families()
+    families = tuple(family for result in reversed(results) for family in (result or ()))
+    by_name: dict[str, ModelFamily] = {}
+    for family in families:
+        if by_name.setdefault(family.name, family) is not family:
+            raise RuntimeError(
+                f"two nasframe plugins register the model family {family.name!r} "
+                f"({by_name[family.name]!r} and {family!r}); uninstall one of them."
+            )
+    return families
+
+
+def convert_registry() -> ConvertRegistry:
+    """What ``convert`` needs from the installed plugins, read from the manager now."""
+    return ConvertRegistry(
+        dynamic_types=registry("nasframe_dynamic_modules"),
+        passthrough_types=passthrough_module_types(),
+        families=model_families(),
+    )
 
 
 def algorithm_names() -> list[str]:

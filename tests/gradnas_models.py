@@ -68,7 +68,6 @@ class DynamicProjection(DynamicModule):
     def __init__(self, module: Projection) -> None:
         super().__init__()
         self.weight = module.weight
-        self._init_slots()
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicProjection:

@@ -7,8 +7,6 @@ Each rank is a fresh Python process started like torchrun starts them (``RANK``,
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch.distributed as dist
+from ranks import environment, free_port, run_script_ranks
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed missing")
 
@@ -23,52 +22,9 @@ TESTS = Path(__file__).parent
 WORKER = TESTS / "distributed_worker.py"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def environment(rank: int | None, world: int, port: int, timeout_s: float) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
-        OMP_NUM_THREADS="1",
-        NASFRAME_DIST_TIMEOUT=str(timeout_s),
-    )
-    if rank is not None:
-        env.update(
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(world),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-        )
-    return env
-
-
 def run_ranks(mode: str, out: Path, world: int, timeout_s: float = 30.0):
     """Start ``world`` ranks (one plain process when world is 1); (return codes, stderr)."""
     return run_script_ranks([str(WORKER), mode, str(out)], world, timeout_s)
-
-
-def run_script_ranks(argv: list[str], world: int, timeout_s: float = 30.0):
-    """``python *argv`` as ``world`` ranks (one plain process when world is 1); (return
-    codes, stderr) of each."""
-    port = free_port()
-    processes = [
-        subprocess.Popen(
-            [sys.executable, *argv],
-            env=environment(None if world == 1 else rank, world, port, timeout_s),
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(world)
-    ]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
-    for process in processes:
-        process.stderr.close()
-    return results
 
 
 def read(out: Path, rank: int) -> dict:
@@ -161,3 +117,50 @@ def test_the_timeout_defaults_to_600_seconds_and_reads_the_environment(monkeypat
     assert distributed.timeout_from_environment() == 600.0
     monkeypatch.setenv("NASFRAME_DIST_TIMEOUT", "12.5")
     assert distributed.timeout_from_environment() == 12.5
+
+
+# --- one all-reduce for tensors, one convenience for Python numbers --------------------------
+
+
+def test_one_tensor_all_reduce_remains() -> None:
+    from nasframe import distributed
+
+    assert not hasattr(distributed, "sum_tensor_over_ranks")
+
+
+def test_without_a_group_the_tensor_itself_comes_back() -> None:
+    import torch
+
+    from nasframe import distributed
+
+    tensor = torch.arange(3.0)
+    assert distributed.all_reduce_sum(tensor) is tensor
+    assert torch.equal(tensor, torch.arange(3.0))
+
+
+def test_numbers_come_back_as_float64_floats() -> None:
+    from nasframe import distributed
+
+    total, count = distributed.sum_over_ranks([0.1, 3])
+    assert (total, count) == (0.1, 3.0)
+    assert isinstance(count, float)
+
+
+def test_the_reduce_is_in_place_on_the_given_tensor(monkeypatch) -> None:
+    import torch
+
+    from nasframe import distributed
+
+    """With a (gloo-like) group, the tensor is reduced where it is, no copy returned."""
+    seen: list[torch.Tensor] = []
+
+    def fake_all_reduce(tensor: torch.Tensor, op: object) -> None:
+        seen.append(tensor)
+        tensor.mul_(2)  # two ranks holding the same values
+
+    monkeypatch.setattr(distributed, "is_active", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(distributed.dist, "all_reduce", fake_all_reduce)
+    tensor = torch.ones(2)
+    assert distributed.all_reduce_sum(tensor) is tensor and seen == [tensor]
+    assert distributed.sum_over_ranks([1.5, 2.0]) == [3.0, 4.0]

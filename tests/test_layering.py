@@ -203,3 +203,35 @@ def test_no_folder_holds_more_modules_than_the_limit() -> None:
         if count > MAX_MODULES_PER_FOLDER
     }
     assert crowded == {}
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Every module name an import in ``path`` names, at any depth (``a.b`` gives ``a.b``)."""
+    names: set[str] = set()
+    for node in _import_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_no_test_module_imports_another_test_module() -> None:
+    """What tests share lives in fixtures (conftest.py) or in helper modules not named test_*:
+    importing a test module runs (and, under pytest, re-collects) its tests."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(
+            name
+            for name in _imported_names(path)
+            if any(part.startswith("test_") for part in name.split("."))
+        )
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
+
+
+def test_the_test_module_check_sees_an_import_of_a_test_module(tmp_path: Path) -> None:
+    path = tmp_path / "test_a.py"
+    path.write_text("def f():\n    import test_b as b\nfrom helpers import test_c\n")
+    assert _imported_names(path) >= {"test_b", "helpers.test_c"}

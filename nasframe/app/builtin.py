@@ -50,14 +50,14 @@ def nasframe_models() -> dict[str, ModelEntry]:
         "byte-mlp": ModelEntry(
             description="byte-level MLP language model (560k params), trained on the built-in "
             "text at load time (about 20 s on 2 CPU cores)",
-            load=lambda progress=True: _load_byte_mlp(
+            load=lambda progress=True, trust_remote_code=False: _load_byte_mlp(
                 DEFAULT_TRAIN_STEPS, {}, "byte-mlp", progress
             ),
             architecture=_byte_mlp_architecture,
         ),
         "byte-mlp-tiny": ModelEntry(
             description="smoke-test size of byte-mlp (33k params, a few seconds of training)",
-            load=lambda progress=True: _load_byte_mlp(
+            load=lambda progress=True, trust_remote_code=False: _load_byte_mlp(
                 TINY_TRAIN_STEPS, TINY_MODEL_KWARGS, "byte-mlp-tiny", progress
             ),
             architecture=_byte_mlp_architecture,

@@ -52,9 +52,9 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nasframe.app.job import JOB_SEARCH_DEFAULTS, JobSettings
+    from nasframe.app.job_settings import JOB_SEARCH_DEFAULTS, JobSettings
     from nasframe.reconstruction.reconstruct import RECONSTRUCT_MODES
-    from nasframe.searchers.binary import ALLOCATIONS
+    from nasframe.searchers.allocator import ALLOCATIONS
     from nasframe.searchers.normalization import NORMALIZATIONS
 
     defaults = JobSettings()
@@ -223,7 +223,8 @@ def _list_models() -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from nasframe.app.job import JobSettings, run_job
+    from nasframe.app.job import run_job
+    from nasframe.app.job_settings import JobSettings
 
     settings = JobSettings(
         algorithm=args.algo,

@@ -9,7 +9,6 @@ anything.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from nasframe.plugins import get_plugin_manager, registry
 
 GGUF_SUFFIX = ".gguf"
 HF_CONFIG_FILE = "config.json"
+# The plugin that resolves model directories and GGUF files: entry point and module.
+TRANSFORMERS_PLUGIN = "entry point transformers-models, module nasframe_transformers.loading"
 
 
 @dataclass
@@ -48,10 +49,11 @@ class ModelBundle:
 class ModelEntry:
     """A model a plugin offers, by name or by a spec it resolved (a path).
 
-    ``load(progress=True)`` returns a :class:`ModelBundle` with trained weights (showing
-    progress bars only when ``progress``); a loader that can run code shipped with a model may
-    also take ``trust_remote_code``. ``architecture(**kwargs)`` builds an untrained model of the
-    same shape from the bundle's JSON-able ``architecture["kwargs"]``.
+    ``load(progress=True, trust_remote_code=False)`` returns a :class:`ModelBundle` with
+    trained weights (showing progress bars only when ``progress``; running code shipped with
+    a model only when ``trust_remote_code``, which a loader that runs none ignores).
+    ``architecture(**kwargs)`` builds an untrained model of the same shape from the bundle's
+    JSON-able ``architecture["kwargs"]``.
     """
 
     description: str
@@ -62,14 +64,8 @@ class ModelEntry:
     job_defaults: Mapping[str, int] = field(default_factory=dict)
 
     def load_bundle(self, progress: bool = True, trust_remote_code: bool = False) -> ModelBundle:
-        """Call ``load``, passing ``trust_remote_code`` only to loaders that accept it.
-
-        Loaders written before the flag existed keep working; they run no model-supplied code,
-        so permission to run it changes nothing for them.
-        """
-        if trust_remote_code and _accepts(self.load, "trust_remote_code"):
-            return self.load(progress=progress, trust_remote_code=True)
-        return self.load(progress=progress)
+        """Call ``load`` with both flags, by keyword (every loader takes them)."""
+        return self.load(progress=progress, trust_remote_code=trust_remote_code)
 
 
 def app_plugin_manager() -> pluggy.PluginManager:
@@ -126,9 +122,12 @@ def _unresolved(spec: str, names: list[str]) -> UserInputError:
 
 
 def _no_plugin(spec: str) -> UserInputError:
+    """A model directory or GGUF file that no plugin resolved: the transformers plugin, which
+    ships with nasframe, is not registered (its entry points were not installed)."""
     return UserInputError(
-        f"no installed nasframe plugin loads --model {spec}; install the transformers support "
-        "with pip install 'nasframe[transformers]'."
+        f"no registered nasframe plugin loads --model {spec}: the transformers plugin that "
+        f"ships with nasframe ({TRANSFORMERS_PLUGIN}) is not registered; reinstall nasframe "
+        "(pip install nasframe, or pip install -e . in a checkout) to register its entry points."
     )
 
 
@@ -140,11 +139,3 @@ def _looks_like_path(spec: str) -> bool:
         or spec.startswith(("~", "."))
         or spec.lower().endswith(GGUF_SUFFIX)
     )
-
-
-def _accepts(function: Callable[..., Any], keyword: str) -> bool:
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):  # a builtin without a signature: do not guess
-        return False
-    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in parameters)

@@ -39,7 +39,7 @@ class CostModel:
         dimensions, and the layer-like units it lives in."""
         owned: dict[int, dict[int, list[Hparam]]] = {}
         for _, module in self.space.dynamic_modules():
-            for slot, slot_dims in module.SLOTS.items():
+            for slot, slot_dims in module.slots.items():
                 hparam = module.get_hparam(slot)
                 for slot_dim in slot_dims:
                     param = module.param_tensor(slot_dim.param)

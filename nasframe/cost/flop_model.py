@@ -46,10 +46,9 @@ def measure_flops(
 
     The space's config is restored afterwards, even on error.
     """
-    saved = space.config()
     try:
-        space.select(config)
-        return count_flops(space.model, dummy_input)
+        with space.selected(config):
+            return count_flops(space.model, dummy_input)
     except UserInputError:
         raise
     except Exception as error:
@@ -57,8 +56,6 @@ def measure_flops(
             f"the dummy input does not fit the model ({type(error).__name__}: {error}); pass an "
             "input the model's forward accepts."
         ) from error
-    finally:
-        space.select(saved)
 
 
 class FlopModel:
@@ -77,12 +74,12 @@ class FlopModel:
         self.modules = [
             (name, module)
             for name, module in space.dynamic_modules()
-            if any(module.get_hparam(s) is not None for s in module.SLOTS) or id(module) in presence
+            if any(module.get_hparam(s) is not None for s in module.slots) or id(module) in presence
         ]
         self.presence = {name: presence.get(id(module), []) for name, module in self.modules}
         rng = random.Random(0)
         configs = [space.max_config(), space.min_config()]
-        longest = max((len(m.SLOTS) for _, m in self.modules), default=0)
+        longest = max((len(m.slots) for _, m in self.modules), default=0)
         configs += [_random_config(space, rng) for _ in range(2**longest + 4)]
         determined = self._top_up(configs, rng)
         measured = [measure_flops(space, c, dummy_input) for c in configs]
@@ -113,7 +110,7 @@ class FlopModel:
         """Configs that reach every monomial of ``module``: for each of its hparams, one more
         size than the number of its slots that hparam sets (or all its sizes)."""
         uses: dict[int, tuple[Hparam, int]] = {}
-        for slot in module.SLOTS:
+        for slot in module.slots:
             hparam = module.get_hparam(slot)
             if hparam is not None:
                 uses[id(hparam)] = (hparam, uses.get(id(hparam), (hparam, 0))[1] + 1)
@@ -132,7 +129,7 @@ class FlopModel:
         return int(torch.linalg.matrix_rank(features / features.abs().amax(dim=0).clamp(min=1)))
 
     def _monomials(self, module: Any, config: Config, name: str | None = None) -> list[float]:
-        sizes = [_slot_size(module, slot, self.space, config) for slot in module.SLOTS]
+        sizes = [_slot_size(module, slot, self.space, config) for slot in module.slots]
         # A module inside a dropped layer costs nothing.
         present = float(self._present(name, config)) if name is not None else 1.0
         return [

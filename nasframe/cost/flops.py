@@ -5,11 +5,13 @@ runs: ``F.scaled_dot_product_attention`` dispatches to
 ``_scaled_dot_product_flash_attention_for_cpu`` and an ``nn.MultiheadAttention`` in eval mode
 without gradients takes the fused ``_native_multi_head_attention`` path — both counted as 0.
 We register formulas for them (built on torch's own ``sdpa_flop_count``), once, and only where
-torch has none, so a newer torch's formulas win.
+torch has none, so a newer torch's formulas win. The registration happens on the first
+:func:`count_flops`, not at import: importing nasframe changes nothing in torch.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,17 +46,27 @@ def _native_mha_flop(
     return projections + sdpa_flop_count(heads, keys, keys)
 
 
+_registered = False
+_register_lock = threading.Lock()
+
+
 def _register_missing_formulas() -> None:
-    missing = {
-        aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
-        aten._native_multi_head_attention: _native_mha_flop,
-    }
-    for op, formula in missing.items():
-        if op not in flop_registry:
-            register_flop_formula(op)(formula)
-
-
-_register_missing_formulas()
+    """Add the CPU formulas to torch's registry where it has none (once per process; the
+    lock makes concurrent first calls register once)."""
+    global _registered
+    if _registered:
+        return
+    with _register_lock:
+        if _registered:
+            return
+        missing = {
+            aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
+            aten._native_multi_head_attention: _native_mha_flop,
+        }
+        for op, formula in missing.items():
+            if op not in flop_registry:
+                register_flop_formula(op)(formula)
+        _registered = True
 
 
 def count_flops(model: torch.nn.Module, inputs: Any) -> tuple[int, dict[str, int]]:
@@ -63,6 +75,7 @@ def count_flops(model: torch.nn.Module, inputs: Any) -> tuple[int, dict[str, int
     ``inputs`` is a tensor, a tuple of positional arguments or a mapping of keyword arguments.
     Module names are relative to ``model`` ("" is the model itself).
     """
+    _register_missing_formulas()
     root = type(model).__name__
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         if isinstance(inputs, Mapping):

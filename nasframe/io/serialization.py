@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from torch import nn
 
 from nasframe.errors import UserInputError
 from nasframe.io.atomic import atomic_write, atomic_write_json
+from nasframe.space.convert import ConvertRegistry, convert
+from nasframe.space.export import export
 
 FORMAT = "nasframe-pruned"
 FORMAT_VERSION = 1
@@ -43,6 +46,19 @@ def save(
     needs them to give every remaining layer its own sizes. ``added_biases``
     (``space.added_biases``: parameter name in the unpruned model -> size) records the biases
     reconstruction added, which the rebuilt architecture lacks until a load adds them.
+
+    Args:
+        model: The exported model whose weights are saved (safetensors, never a pickle).
+        directory: Where ``model.safetensors`` and ``nasframe.json`` go (created if needed).
+        config: The selected config (``space.config()``) that :func:`load` selects again.
+        architecture: ``{"name": ..., "kwargs": {...}}`` of a registered architecture, so
+            ``load`` can rebuild the unpruned model; omit it for a custom model.
+        extra: Any JSON data to keep alongside (metrics, the search settings).
+        kept_units: Which units a depth hparam kept, from ``space.kept_units()``.
+        added_biases: The biases reconstruction added, from ``space.added_biases``.
+
+    Returns:
+        ``directory`` as a :class:`~pathlib.Path`.
     """
     directory = Path(directory)
     weights = directory / WEIGHTS_FILE
@@ -81,15 +97,21 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     return metadata
 
 
-def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
-    """Restore a pruned model saved by :func:`save`.
+def load(
+    directory: str | os.PathLike,
+    model: nn.Module | None = None,
+    *,
+    registry: ConvertRegistry,
+    finalize: Callable[[nn.Module], None],
+    architectures: Mapping[str, Callable[..., nn.Module]],
+) -> nn.Module:
+    """Restore a pruned model saved by :func:`save`, with the registries passed in.
 
-    ``model`` is an unpruned instance of the architecture; it may be omitted when the model
-    was saved under a registered name (``--model NAME``), which then rebuilds it in eval mode.
+    ``nasframe.load`` reads ``registry``, ``finalize`` and ``architectures`` from the plugin
+    manager; this layer never looks anything up. ``model`` is an unpruned instance of the
+    architecture; it may be omitted when the model was saved under one of ``architectures``,
+    which then rebuilds it in eval mode.
     """
-    from nasframe.space.convert import convert
-    from nasframe.space.export import export
-
     metadata = read_metadata(directory)
     weights = Path(directory) / metadata["weights"]["file"]
     if not weights.is_file() or _sha256(weights) != metadata["weights"]["sha256"]:
@@ -105,12 +127,13 @@ def load(directory: str | os.PathLike, model: nn.Module | None = None) -> nn.Mod
                 f"{directory} was saved from a custom model; pass an unpruned instance of it as "
                 "load(directory, model=...)."
             )
-        model = build_architecture(architecture["name"], architecture.get("kwargs", {}))
+        kwargs = architecture.get("kwargs", {})
+        model = build_architecture(architecture["name"], kwargs, architectures)
     _add_recorded_biases(model, metadata.get("added_biases") or {})
-    space = convert(model)
+    space = convert(model, registry=registry)
     space.keep_units(metadata.get("kept_units") or {})
     space.select(metadata["config"])
-    pruned = export(space, inplace=True)
+    pruned = export(space, inplace=True, finalize=finalize)
     if rebuilt:
         pruned.eval()  # a freshly built model is in training mode (dropout on)
     try:
@@ -171,16 +194,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_architecture(name: str, kwargs: dict[str, Any]) -> nn.Module:
-    """An untrained model of a registered architecture (or a named model's architecture)."""
-    from nasframe.plugins import registry
-
-    builders = registry("nasframe_architectures")
-    if name not in builders:
-        known = ", ".join(sorted(builders)) or "none"
+def build_architecture(
+    name: str, kwargs: dict[str, Any], architectures: Mapping[str, Callable[..., nn.Module]]
+) -> nn.Module:
+    """An untrained model of the architecture ``name`` among ``architectures`` (the merged
+    ``nasframe_architectures`` registry, where a named model's architecture is one too)."""
+    if name not in architectures:
+        known = ", ".join(sorted(architectures)) or "none"
         raise UserInputError(
             f"no installed plugin builds the architecture {name!r} this model was saved from "
             f"(known: {known}); install that plugin, or pass an unpruned instance as "
             "load(directory, model=...)."
         )
-    return builders[name](**kwargs)
+    return architectures[name](**kwargs)

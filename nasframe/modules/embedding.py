@@ -17,7 +17,7 @@ class DynamicEmbedding(nn.Embedding, DynamicModule):
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicEmbedding:
-        assert isinstance(module, nn.Embedding)
+        cls.check_convertible(module, nn.Embedding)
         return cls._adopt(
             module,
             (

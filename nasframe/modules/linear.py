@@ -21,7 +21,7 @@ class DynamicLinear(nn.Linear, DynamicModule):
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicLinear:
-        assert isinstance(module, nn.Linear)
+        cls.check_convertible(module, nn.Linear)
         return cls._adopt(module, ("in_features", "out_features", "weight", "bias"))
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ class DynamicLayerNorm(nn.LayerNorm, DynamicModule):
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicLayerNorm:
-        assert isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1
+        cls.check_convertible(module, nn.LayerNorm, needs="one normalised dimension")
         return cls._adopt(
             module, ("normalized_shape", "eps", "elementwise_affine", "weight", "bias")
         )
@@ -66,7 +66,7 @@ class DynamicRMSNorm(nn.RMSNorm, DynamicModule):
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicRMSNorm:
-        assert isinstance(module, nn.RMSNorm) and len(module.normalized_shape) == 1
+        cls.check_convertible(module, nn.RMSNorm, needs="one normalised dimension")
         return cls._adopt(module, ("normalized_shape", "eps", "elementwise_affine", "weight"))
 
     def slot_size(self, slot: str) -> int:

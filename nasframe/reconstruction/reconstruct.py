@@ -73,17 +73,36 @@ def reconstruct(
 ) -> ReconstructionReport:
     """Repair the maps whose inputs the selected config prunes; the model changes in place.
 
-    ``forward(model, batch)`` runs the model on one batch (its output is ignored).
-    ``batches`` is iterated once per chunk of targets: pass a sequence (a one-shot iterator is
-    turned into a list first). ``ridge`` is the least-squares damping relative to the mean
-    variance of the kept inputs. ``max_stats_bytes`` bounds the float64 statistics held at
-    once. The selected config and every module's training flag are restored, also on error.
+    The statistics are measured with the space at its full config; the selected config and
+    every module's training flag are restored afterwards, also on error.
 
-    ``statistics`` (target name -> measured statistics) is read and filled: a map found in it
-    is not measured again. Pass one dict to several calls on copies of the *same* model with
-    the same unit order and batches (one searched space pruned to several budgets or modes)
-    to run the calibration batches once; it holds every map's statistics, so it is for
-    benchmarks and sweeps, not a bounded-memory run.
+    Args:
+        space: a converted model with the pruned config already selected (after a search).
+        batches: calibration batches, iterated once per chunk of targets; pass a sequence
+            (a one-shot iterator is turned into a list first).
+        forward: ``forward(model, batch)`` runs the model on one batch; its output is ignored.
+        mode: ``"none"`` (do nothing), ``"bias"`` (fold the removed inputs' mean into the
+            bias) or ``"lsq"`` (refit the kept columns and the bias by damped least squares).
+        ridge: the least-squares damping, relative to the mean variance of the kept inputs
+            (``"lsq"`` only); a finite number >= 0.
+        progress: wraps an iterable to show progress (``progress(it, desc=...)``); the
+            default shows nothing.
+        max_stats_bytes: bound on the float64 statistics held at once: more targets than fit
+            are measured in several passes over ``batches``, with the same result.
+        statistics: target name -> measured statistics, read and filled: a map found in it
+            is not measured again. Pass one dict to several calls on copies of the *same*
+            model with the same unit order and batches (one searched space pruned to several
+            budgets or modes) to run the calibration batches once; it holds every map's
+            statistics, so it is for benchmarks and sweeps, not a bounded-memory run.
+
+    Returns:
+        A :class:`ReconstructionReport`: the maps changed, those left alone and why, the
+        biases added (pass ``space.added_biases`` to ``nasframe.save`` so a load rebuilds
+        them; the space records them too), the batch count and the wall time.
+
+    Raises:
+        UserInputError: an unknown ``mode``, a bad ``ridge`` or ``max_stats_bytes``, or no
+            calibration batches while there is something to reconstruct.
     """
     if mode not in RECONSTRUCT_MODES:
         raise UserInputError(
@@ -167,7 +186,7 @@ def _measure_and_solve(
             solve(target, known[target.name])
     chunks = plan_chunks([t.in_features for t in missing], lsq, max_stats_bytes)
     report.batches = len(batches) if hasattr(batches, "__len__") else 0
-    with _full_config(space), _eval_mode(space.model), torch.no_grad():
+    with space.selected(space.max_config()), _eval_mode(space.model), torch.no_grad():
         for number, chunk in enumerate(chunks, 1):
             members = [missing[i] for i in chunk]
             inputs = [(t.input_module, t.in_features) for t in members]
@@ -215,19 +234,6 @@ def _reiterable(batches: Iterable[Any]) -> Iterable[Any]:
     if isinstance(batches, Iterator) or iter(batches) is batches:
         return list(batches)
     return batches
-
-
-@contextlib.contextmanager
-def _full_config(space: SearchSpace) -> Iterator[None]:
-    """Every hparam at its full size inside; the selected sizes restored after, also on error."""
-    selected = {name: hparam.active for name, hparam in space.all_hparams.items()}
-    try:
-        for hparam in space.all_hparams.values():
-            hparam.active = hparam.max
-        yield
-    finally:
-        for name, value in selected.items():
-            space.all_hparams[name].active = value
 
 
 @contextlib.contextmanager

@@ -56,10 +56,10 @@ class LinearStats:
             self.gram += (wide.T @ wide).to(torch.float64).cpu()
 
     def sum_over_ranks(self) -> None:
-        packed = distributed.sum_tensor_over_ranks(torch.cat([self.rows, self.sum]))
+        packed = distributed.all_reduce_sum(torch.cat([self.rows, self.sum]))
         self.rows, self.sum = packed[:1].clone(), packed[1:].clone()
         if self.gram is not None:
-            distributed.sum_tensor_over_ranks(self.gram)
+            distributed.all_reduce_sum(self.gram)
 
     def mean(self) -> torch.Tensor:
         return self.sum / self.count

@@ -239,7 +239,7 @@ def _normalised_hparams(space: SearchSpace) -> dict[int, str]:
     norms = (nn.LayerNorm, nn.RMSNorm, nn.GroupNorm)
     for name, module in space.dynamic_modules():
         if isinstance(module, norms):
-            for slot in module.SLOTS:
+            for slot in module.slots:
                 hparam = module.get_hparam(slot)
                 if hparam is not None:
                     found.setdefault(id(hparam), name)

@@ -2,9 +2,10 @@
 
 Rank units (``compute_importance``, supplied by an algorithm), sort the weights so the kept
 units are the top ones, measure each hparam's *sensitivity* (degradation of the score at each
-allowed size), then allocate sizes that meet the constraint: the seed's binary search of one
-degradation threshold (``"allocation": "threshold"``) or the cost-aware global greedy
-(``"global"``, :mod:`nasframe.searchers.global_allocation`), optionally on normalised
+allowed size), then allocate sizes that meet the constraint (:mod:`nasframe.searchers.allocator`,
+settings from :class:`nasframe.searchers.config.BinarySearchConfig`): the seed's binary
+search of one degradation threshold (``"allocation": "threshold"``) or the cost-aware global
+greedy (``"global"``, :mod:`nasframe.searchers.global_allocation`), optionally on normalised
 sensitivities. fastnas and gradnas are subclasses that differ only in how they score.
 """
 
@@ -13,31 +14,20 @@ from __future__ import annotations
 import math
 import time
 from abc import abstractmethod
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 
-from nasframe.errors import InfeasibleConstraintError, UserInputError
-from nasframe.searchers.allocation import (
-    Allocation,
-    Sensitivity,
-    smallest_uniform,
-    threshold_allocation,
-    uniform_allocation,
-)
+from nasframe.errors import UserInputError
+from nasframe.searchers.allocator import ALLOCATIONS, Allocator, check_allocation_settings
 from nasframe.searchers.base import BaseSearcher, ScoreFunc, SearchResult
 from nasframe.searchers.checkpoint import SearchCheckpoint
-from nasframe.searchers.global_allocation import global_allocation
-from nasframe.searchers.normalization import NORMALIZATIONS, normalize_sensitivity
+from nasframe.searchers.config import BinarySearchConfig
 from nasframe.space.search_space import Config
 
-#: How sensitivities become sizes: one degradation threshold for every hparam, or the
-#: cost-aware greedy that removes the least damage per unit of cost first.
-ALLOCATIONS: dict[str, Allocation] = {
-    "threshold": threshold_allocation,
-    "global": global_allocation,
-}
+# ALLOCATIONS and check_allocation_settings live in nasframe.searchers.allocator; they stay
+# importable from here, where callers found them before.
+__all__ = ["ALLOCATIONS", "BinarySearcher", "check_allocation_settings"]
 
 
 class BinarySearcher(BaseSearcher):
@@ -51,26 +41,8 @@ class BinarySearcher(BaseSearcher):
     #: Longest time between checkpoint writes while measuring sensitivities: an interrupted
     #: search loses at most this much work.
     SAVE_INTERVAL_S: ClassVar[float] = 2.0
-
-    @property
-    def default_search_config(self) -> dict[str, Any]:
-        return {
-            **super().default_search_config,
-            "score_func": None,
-            # One size per group of per-layer hparams (every layer's FFN width alike), so
-            # the result is expressible as a plain config of the model's family.
-            "uniform": False,
-            "allocation": "threshold",  # see ALLOCATIONS
-            "normalize": "none",  # see nasframe.score_normalization
-            # Fraction of each hparam's full size an allocation never goes below (0: down
-            # to its smallest allowed size).
-            "min_keep": 0.0,
-        }
-
-    def sanitize_search_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
-        config = super().sanitize_search_config(config)
-        check_allocation_settings(config["allocation"], config["normalize"], config["min_keep"])
-        return config
+    config_type: ClassVar[type[BinarySearchConfig]] = BinarySearchConfig
+    settings: BinarySearchConfig | None
 
     def __init__(self) -> None:
         super().__init__()
@@ -89,7 +61,7 @@ class BinarySearcher(BaseSearcher):
     @property
     def score_func(self) -> ScoreFunc:
         """Higher is better: accuracy, or minus a loss. Evaluated once per choice."""
-        func = self.config.get("score_func")
+        func = self.settings.score_func if self.settings is not None else None
         if func is None:
             raise UserInputError(
                 f"{self.name} needs a score_func in the search config (model -> float, higher is "
@@ -184,79 +156,15 @@ class BinarySearcher(BaseSearcher):
             compute_s=float(checkpoint.extra.get("compute_s", 0.0)),
         )
 
+    def restrict_space(self) -> None:
+        if self.settings.uniform:
+            self.space.restrict_to_uniform()
+
     def allocate(self, sensitivity: dict[str, dict[int, float]], kind: str, limit: float) -> Config:
-        """Sizes for the searched hparams that meet ``limit`` (the others stay at full size)."""
-        cost = self.cost_model.cost_fn(kind)
-        sensitivity = self.allowed_sensitivity(
-            normalize_sensitivity(sensitivity, self.config["normalize"])
-        )
-        smallest = cost({name: min(per_choice) for name, per_choice in sensitivity.items()})
-        if smallest > limit:
-            original = cost(self.space.max_config())
-            floor = (
-                f" keeping at least {self.config['min_keep']:.0%} of each (min_keep)"
-                if self.config["min_keep"] > 0
-                else ""
-            )
-            raise InfeasibleConstraintError(
-                f"{self.name} can only prune {len(sensitivity)} of {len(self.space.hparams)} "
-                f"hparams{floor}, whose smallest sub-network has {smallest:,.0f} {kind} "
-                f"({100 * smallest / original:.1f}% of the original), above the limit "
-                f"{limit:,.0f}; relax the constraint to at least that."
-            )
-        allocate = ALLOCATIONS[self.config["allocation"]]
-        if self.config.get("uniform"):
-            full_sizes = {name: self.space.hparams[name].max for name in sensitivity}
-            uniform_floor = cost(smallest_uniform(sensitivity, full_sizes))
-            if uniform_floor > limit:
-                original = cost(self.space.max_config())
-                raise InfeasibleConstraintError(
-                    f"with the same sizes in every layer (uniform) the smallest sub-network has "
-                    f"{uniform_floor:,.0f} {kind} ({100 * uniform_floor / original:.1f}% of the "
-                    f"original), above the limit {limit:,.0f}; relax the constraint to at least "
-                    "that or search without --uniform."
-                )
-            per_layer = allocate
-
-            def allocate(sens, cost_fn, lim):
-                return uniform_allocation(sens, cost_fn, lim, full_sizes, per_layer)
-
-        try:
-            return allocate(sensitivity, cost, limit)
-        except ValueError:
-            raise InfeasibleConstraintError(
-                f"only sizes whose score was not finite (NaN or Inf) would meet the limit "
-                f"{limit:,.0f} {kind}; relax the constraint or check score_func."
-            ) from None
-
-    def allowed_sensitivity(self, sensitivity: Sensitivity) -> dict[str, dict[int, float]]:
-        """``sensitivity`` without the sizes below ``min_keep`` of each hparam's full size
-        (the full size always stays)."""
-        keep = self.config["min_keep"]
-        allowed = {}
-        for name, per_choice in sensitivity.items():
-            full = self.space.hparams[name].max
-            floor = math.ceil(keep * full - 1e-9)  # <= full, since min_keep <= 1
-            allowed[name] = {c: d for c, d in per_choice.items() if c >= floor}
-        return allowed
-
-
-def check_allocation_settings(allocation: Any, normalize: Any, min_keep: Any) -> None:
-    """One clear error for a bad ``allocation``, ``normalize`` or ``min_keep`` value."""
-    for key, value, valid in (
-        ("allocation", allocation, tuple(ALLOCATIONS)),
-        ("normalize", normalize, NORMALIZATIONS),
-    ):
-        if value not in valid:
-            raise UserInputError(f"{key} must be one of {', '.join(valid)}, got {value!r}.")
-    if (
-        isinstance(min_keep, bool)
-        or not isinstance(min_keep, int | float)
-        or not 0 <= min_keep <= 1
-    ):
-        raise UserInputError(
-            f"min_keep must be a fraction of each hparam's size in [0, 1], got {min_keep!r}."
-        )
+        """Sizes for the searched hparams that meet ``limit`` (the others stay at full size);
+        see :class:`nasframe.searchers.allocator.Allocator`."""
+        allocator = Allocator(self.space, self.cost_model, self.settings, self.name)
+        return allocator.allocate(sensitivity, kind, limit)
 
 
 def _in_original_order(scores: torch.Tensor, unit_ids: torch.Tensor) -> torch.Tensor:

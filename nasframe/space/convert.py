@@ -9,19 +9,37 @@ from __future__ import annotations
 import fnmatch
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from nasframe.distributed import unwrap
 from nasframe.errors import UserInputError
-from nasframe.plugins import get_plugin_manager, passthrough_module_types, registry
 from nasframe.space.dynamic import DynamicModule
+from nasframe.space.family import ModelFamily, family_of
 from nasframe.space.hparam import ChoiceRule, Hparam
 from nasframe.space.search_space import SearchSpace
 from nasframe.space.ties import analyse_ties, dynamic_class_for
 
 Rules = Mapping[str, ChoiceRule | Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class ConvertRegistry:
+    """What ``convert`` needs from the plugins, passed in rather than looked up here.
+
+    ``nasframe.convert`` reads it from the plugin manager once per call
+    (:func:`nasframe.plugins.convert_registry`); code that builds its own needs no plugin
+    manager at all.
+    """
+
+    #: Plain module type -> the ``DynamicModule`` subclass that replaces it.
+    dynamic_types: Mapping[type[nn.Module], type[DynamicModule]]
+    #: Module types tie discovery looks through (activations, dropout).
+    passthrough_types: tuple[type[nn.Module], ...] = ()
+    #: Families described rather than traced; the first that matches a model describes it.
+    families: tuple[ModelFamily, ...] = ()
 
 
 def _rule_for(name: str, rules: Rules | None) -> ChoiceRule:
@@ -68,7 +86,7 @@ def _groups_sharing_parameters(
     labelled += [(-1, ref) for ref in frozen_slots if ref[0] in converted]
     for index, (module_name, slot) in labelled:
         module = converted[module_name]
-        for slot_dim in module.SLOTS[slot]:
+        for slot_dim in module.slots[slot]:
             param = module.param_tensor(slot_dim.param)
             if param is not None:
                 owners.setdefault((id(param), slot_dim.dim), set()).add((index, module_name))
@@ -96,23 +114,28 @@ def _group_name(group: list[tuple[str, str]], modules: Mapping[str, nn.Module]) 
     return f"{module_name}.{slot}" if module_name else slot
 
 
-def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
+def convert(
+    model: nn.Module, rules: Rules | None = None, *, registry: ConvertRegistry
+) -> SearchSpace:
     """Turn ``model`` (in place) into a :class:`SearchSpace`.
 
     ``rules`` maps glob patterns over hparam names to a :class:`ChoiceRule` (or its fields as
     a dict), e.g. ``{"*.fc1.out_features": {"divisor": 32}, "*": {"ratios": [0.5, 1.0]}}``; the
-    first matching pattern wins. Modules tie discovery cannot handle keep their full size and
-    are listed once in a warning.
+    first matching pattern wins. A model one of ``registry.families`` matches is described by
+    it, any other is traced. Modules tie discovery cannot handle keep their full size and are
+    listed once in a warning.
     """
     model = unwrap(model)  # a DistributedDataParallel model is searched as its module
     if isinstance(model, DynamicModule) or any(
         isinstance(m, DynamicModule) for m in model.modules()
     ):
         raise UserInputError("this model is already converted; convert the original model once.")
-    dynamic_types = registry("nasframe_dynamic_modules")
-    analysis = get_plugin_manager().hook.nasframe_describe_ties(model=model)
-    if analysis is None:
-        analysis = analyse_ties(model, dynamic_types, passthrough_module_types())
+    dynamic_types = registry.dynamic_types
+    family = family_of(model, registry.families)
+    if family is not None:
+        analysis = family.describe(model)
+    else:
+        analysis = analyse_ties(model, dynamic_types, registry.passthrough_types)
     modules = dict(model.named_modules())
 
     converted: dict[str, DynamicModule] = {}
@@ -150,6 +173,8 @@ def convert(model: nn.Module, rules: Rules | None = None) -> SearchSpace:
     for name, module in list(model.named_modules(remove_duplicate=False)):
         if name and id(module) in dynamic_of:
             replace_module(model, name, dynamic_of[id(module)])
+    if family is not None:
+        family.prepare(model)
     if analysis.unsupported:
         listed = ", ".join(f"{n} ({t})" for n, t in analysis.unsupported.items())
         warnings.warn(

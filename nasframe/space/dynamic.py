@@ -16,6 +16,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from nasframe.errors import UserInputError
 from nasframe.space.hparam import Hparam
 
 
@@ -79,7 +80,8 @@ class DynamicModule(nn.Module):
 
     Subclasses declare ``SLOTS`` and implement ``forward`` (using :meth:`sliced`),
     ``export`` (a plain module of the active size) and ``convert`` (build from the original
-    module, sharing its parameters).
+    module, sharing its parameters). A subclass whose slot dimensions depend on the instance
+    (a head's width) calls :meth:`declare_slots`; everything reads :attr:`slots`.
     """
 
     SLOTS: ClassVar[Mapping[str, tuple[SlotDim, ...]]] = {}
@@ -91,8 +93,36 @@ class DynamicModule(nn.Module):
     # Linear maps whose input dimension pruning can cut (see LinearMap); none by default.
     LINEAR_MAPS: ClassVar[tuple[LinearMap, ...]] = ()
 
-    def _init_slots(self) -> None:
-        self._slot_hparams: dict[str, Hparam | None] = {slot: None for slot in self.SLOTS}
+    @property
+    def slots(self) -> Mapping[str, tuple[SlotDim, ...]]:
+        """This instance's slot table: what :meth:`declare_slots` set, else the class's
+        ``SLOTS``. Read slots through this, never ``SLOTS`` on an instance."""
+        return self.__dict__.get("_declared_slots", self.SLOTS)
+
+    def declare_slots(self, slots: Mapping[str, tuple[SlotDim, ...]]) -> None:
+        """Give this instance slot dimensions that depend on its sizes (a head's width).
+
+        The class's ``SLOTS`` stays the declaration of which slots exist (tie analysis reads
+        it before any instance does): when it names slots, ``slots`` must name the same ones.
+        Call it before any hparam is set; the slots start without hparams.
+        """
+        declared = {slot: tuple(dims) for slot, dims in slots.items()}
+        if self.SLOTS and set(declared) != set(self.SLOTS):
+            raise TypeError(
+                f"{type(self).__name__}.declare_slots got slots {sorted(declared)}, but the "
+                f"class declares {sorted(self.SLOTS)}; declare the same slot names."
+            )
+        self.__dict__["_declared_slots"] = declared
+        self.__dict__["_slot_hparams"] = dict.fromkeys(declared)
+
+    @property
+    def _hparams(self) -> dict[str, Hparam | None]:
+        """Each slot's hparam (None: full size), created on first use, so a subclass built
+        by ``__new__`` (adopting an existing module) needs no initialisation call."""
+        table = self.__dict__.get("_slot_hparams")
+        if table is None:
+            table = self.__dict__["_slot_hparams"] = dict.fromkeys(self.slots)
+        return table
 
     @classmethod
     def supports(cls, module: nn.Module) -> bool:
@@ -103,6 +133,28 @@ class DynamicModule(nn.Module):
     def convert(cls, module: nn.Module) -> DynamicModule:
         """A dynamic module that shares ``module``'s parameters and starts at full size."""
         raise NotImplementedError
+
+    @classmethod
+    def check_convertible(
+        cls, module: nn.Module, plain_type: type[nn.Module], needs: str = "a supported setup"
+    ) -> None:
+        """Raise unless ``module`` is a ``plain_type`` that :meth:`supports` accepts.
+
+        For ``convert``: real exceptions rather than ``assert``, which ``python -O`` strips,
+        so a wrong module would be half-adopted. A module of the wrong type is a programming
+        error (TypeError); a right type in a setup this class cannot slice is the caller's to
+        change (UserInputError). ``needs`` says what a supported module has.
+        """
+        if not isinstance(module, plain_type):
+            raise TypeError(
+                f"{cls.__name__}.convert takes a {plain_type.__name__}, got "
+                f"{type(module).__name__}; pass a module of the type it is registered for."
+            )
+        if not cls.supports(module):
+            raise UserInputError(
+                f"{cls.__name__} cannot convert this {type(module).__name__}: it needs "
+                f"{needs}; leave the module plain, as nasframe.convert does."
+            )
 
     def on_units_sorted(self, slot: str, order: torch.Tensor) -> None:
         """Called after ``sort_parameters`` permuted ``slot``'s units by ``order``."""
@@ -120,17 +172,16 @@ class DynamicModule(nn.Module):
         for attr in attributes:
             setattr(new, attr, getattr(module, attr))
         new.train(module.training)
-        new._init_slots()
         return new
 
     def slot_size(self, slot: str) -> int:
         """The full number of units of ``slot``, read from the parameter shapes."""
-        first = self.SLOTS[slot][0]
+        first = self.slots[slot][0]
         size = self.param_tensor(first.param).shape[first.dim]
         return size // (first.unit_size * first.groups)
 
     def get_hparam(self, slot: str) -> Hparam | None:
-        return self._slot_hparams[slot]
+        return self._hparams[slot]
 
     def set_hparam(self, slot: str, hparam: Hparam | None) -> None:
         if hparam is not None and hparam.max != self.slot_size(slot):
@@ -138,15 +189,15 @@ class DynamicModule(nn.Module):
                 f"{type(self).__name__}.{slot} has {self.slot_size(slot)} units, "
                 f"hparam {hparam.name!r} has {hparam.max}"
             )
-        self._slot_hparams[slot] = hparam
+        self._hparams[slot] = hparam
 
     def active_size(self, slot: str) -> int:
-        hparam = self._slot_hparams[slot]
+        hparam = self._hparams[slot]
         return self.slot_size(slot) if hparam is None else hparam.active
 
     def slot_index(self, slot: str, slot_dim: SlotDim) -> slice | torch.Tensor | None:
         """Element index of the kept units along ``slot_dim``, or None when all are kept."""
-        hparam = self._slot_hparams[slot]
+        hparam = self._hparams[slot]
         if hparam is None or hparam.active == hparam.max:
             return None
         return unit_to_element_index(
@@ -185,7 +236,7 @@ class DynamicModule(nn.Module):
     def _dims_of(self, param_name: str) -> dict[int, list[tuple[str, SlotDim]]]:
         """The slots indexing each dimension of ``param_name``."""
         dims: dict[int, list[tuple[str, SlotDim]]] = {}
-        for slot, slot_dims in self.SLOTS.items():
+        for slot, slot_dims in self.slots.items():
             for slot_dim in slot_dims:
                 if slot_dim.param == param_name:
                     dims.setdefault(slot_dim.dim, []).append((slot, slot_dim))

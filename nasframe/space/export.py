@@ -8,17 +8,25 @@ any nasframe module in it.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 from torch import nn
 
-from nasframe.plugins import get_plugin_manager
 from nasframe.space.convert import replace_module
 from nasframe.space.dynamic import DynamicModule
 from nasframe.space.search_space import SearchSpace
 
 
-def export(space: SearchSpace, inplace: bool = False) -> nn.Module:
-    """A plain model of the active config; the space's model is untouched unless ``inplace``."""
+def export(
+    space: SearchSpace, inplace: bool = False, *, finalize: Callable[[nn.Module], None]
+) -> nn.Module:
+    """A plain model of the active config; the space's model is untouched unless ``inplace``.
+
+    ``finalize`` updates the exported model where swapping modules cannot (a config's sizes,
+    layer indices): ``nasframe.export`` passes the installed families' (see
+    :func:`nasframe.space.family.finalizer`), :func:`nasframe.space.family.leave_as_is` does
+    nothing.
+    """
     model = space.model if inplace else copy.deepcopy(space.model)
     exported_of: dict[int, nn.Parameter] = {}  # id of a dynamic parameter -> its export
     plain_of: dict[int, nn.Module] = {}  # a module shared under several names stays shared
@@ -42,8 +50,8 @@ def export(space: SearchSpace, inplace: bool = False) -> nn.Module:
             else:
                 exported_of[id(param)] = exported
         replace_module(model, name, plain)
-    # A family plugin fixes up what swapping modules cannot express (config, layer indices).
-    get_plugin_manager().hook.nasframe_finalize_export(model=model)
+    # A model family fixes up what swapping modules cannot express (config, layer indices).
+    finalize(model)
     return model
 
 

@@ -8,6 +8,7 @@ checkpoint stores and what ``select`` applies.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -72,7 +73,7 @@ class SearchSpace:
         return [
             (name, module, slot)
             for name, module in self.dynamic_modules()
-            for slot in module.SLOTS
+            for slot in module.slots
             if module.get_hparam(slot) is hparam
         ]
 
@@ -84,7 +85,7 @@ class SearchSpace:
         """
         found: dict[tuple[int, int], tuple[torch.Tensor, SlotDim]] = {}
         for _, module, slot in self.slots_of(hparam):
-            for slot_dim in module.SLOTS[slot]:
+            for slot_dim in module.slots[slot]:
                 param = module.param_tensor(slot_dim.param)
                 if param is not None:
                     found.setdefault((id(param), slot_dim.dim), (param, slot_dim))
@@ -95,7 +96,7 @@ class SearchSpace:
         ``(hparam, position)`` pairs that must all be kept for it to exist."""
         presence: dict[int, list[tuple[Hparam, int]]] = {}
         for _, module in self.dynamic_modules():
-            for slot in module.SLOTS:
+            for slot in module.slots:
                 hparam, units = module.get_hparam(slot), module.unit_modules(slot)
                 if hparam is None or units is None:
                     continue
@@ -154,6 +155,22 @@ class SearchSpace:
                 self.all_hparams[name].active = value  # raises the descriptive error
         for name, value in config.items():
             self.all_hparams[name].active = value
+
+    @contextlib.contextmanager
+    def selected(self, config: Mapping[str, int]) -> Iterator[None]:
+        """``config`` selected inside the block (hparams it does not name keep their size);
+        on leaving, every hparam is back at the size it had, also when the block raises.
+
+        Blocks nest: each restores what the enclosing one had selected. ``config`` is
+        validated before anything changes, so a bad one raises with the space untouched.
+        """
+        previous = {name: hparam.active for name, hparam in self.all_hparams.items()}
+        self.select(config)
+        try:
+            yield
+        finally:
+            for name, value in previous.items():
+                self.all_hparams[name].active = value
 
     def sample(self, rng: random.Random | None = None) -> Config:
         """Select and return a random config (each hparam uniformly over its choices)."""

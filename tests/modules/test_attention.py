@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -230,3 +231,21 @@ def test_gradnas_prunes_heads_within_budget_and_exports_equivalently() -> None:
     assert not any(isinstance(m, DynamicModule) for m in exported.modules())
     with torch.no_grad():
         close(exported(batches[0]), space.model(batches[0]))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_dynamic_attention_accepts_unbatched_input(batch_first: bool, need_weights: bool) -> None:
+    """Regression (found in review): DynamicMultiheadAttention failed on unbatched (2-D) input
+    with a key padding mask, which nn.MultiheadAttention accepts."""
+    torch.manual_seed(0)
+    attention = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+    dynamic = DynamicMultiheadAttention.convert(copy.deepcopy(attention))
+    x = torch.randn(5, 16)
+    padding = torch.tensor([False, False, False, True, False])
+    with torch.no_grad():
+        expected = attention(x, x, x, key_padding_mask=padding, need_weights=need_weights)
+        got = dynamic(x, x, x, key_padding_mask=padding, need_weights=need_weights)
+    torch.testing.assert_close(got[0], expected[0], atol=1e-6, rtol=0)
+    if need_weights:
+        torch.testing.assert_close(got[1], expected[1], atol=1e-6, rtol=0)

@@ -1,4 +1,4 @@
-"""One rank of a data-parallel reconstruction, run by tests/test_reconstruct.py.
+"""One rank of a data-parallel reconstruction, run by test_reconstruct_statistics.py.
 
 Usage: ``python reconstruct_worker.py OUT.json`` with ``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR`` and ``MASTER_PORT`` set (or none of them: one process). Every rank writes the

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("transformers")
 
-from test_transformers_llama_dims import ids, n_params, tiny_model  # noqa: E402
+from hf_models.llama_dims import ids, n_params, tiny_model  # noqa: E402
 
 import nasframe  # noqa: E402
 from nasframe.app.lm import next_token_loss  # noqa: E402

@@ -1,4 +1,5 @@
-"""The shared search loop: search config, threshold allocation, checkpoint and resume."""
+"""The shared search loop: search config, checkpoint and resume (threshold allocation is in
+test_allocation.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import os
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from models import MLP, ResidualMLP, seeded
 from torch import nn
 from torch.nn import functional as F
@@ -18,7 +17,6 @@ import nasframe
 from nasframe import UserInputError, convert, export
 from nasframe.io.atomic import atomic_write_text
 from nasframe.plugins import get_algorithm
-from nasframe.searchers.allocation import threshold_allocation
 
 
 def test_unknown_search_config_key_lists_the_valid_keys() -> None:
@@ -69,101 +67,6 @@ def test_a_model_with_nothing_searchable_is_reported() -> None:
     model = nn.Sequential(nn.Linear(3, 2))
     with pytest.raises(UserInputError, match="nothing searchable"):
         nasframe.search(model, "params=80%", algorithm="fastnas", config={"score_func": len})
-
-
-# --- threshold allocation -------------------------------------------------------------------
-
-
-@st.composite
-def allocation_problems(draw):
-    """Sensitivities of a few hparams, a cost that grows with every size, and a feasible limit."""
-    count = draw(st.integers(1, 4))
-    sensitivity, weights = {}, {}
-    for index in range(count):
-        choices = sorted(draw(st.sets(st.integers(1, 12), min_size=1, max_size=6)))
-        degradations = draw(
-            st.lists(st.integers(-5, 40), min_size=len(choices), max_size=len(choices))
-        )
-        per_choice = dict(zip(choices, degradations, strict=True))
-        per_choice[choices[-1]] = 0  # the full size degrades by nothing
-        sensitivity[f"h{index}"] = per_choice
-        weights[f"h{index}"] = draw(st.integers(1, 9))
-    fixed = draw(st.integers(0, 20))
-
-    def cost(config) -> float:
-        return fixed + sum(weights[name] * size for name, size in config.items())
-
-    smallest = cost({name: min(per) for name, per in sensitivity.items()})
-    largest = cost({name: max(per) for name, per in sensitivity.items()})
-    limit = draw(st.integers(smallest, largest))
-    other = draw(st.integers(smallest, largest))
-    return sensitivity, cost, limit, other
-
-
-def scaled(sensitivity, factor: float):
-    return {name: {c: d * factor for c, d in per.items()} for name, per in sensitivity.items()}
-
-
-def brute_force(sensitivity, cost, limit):
-    """The config at the smallest distinct threshold that meets the limit, by linear scan."""
-    monotone = {}
-    for name, per in sensitivity.items():
-        worst, monotone[name] = 0.0, {}
-        for index, choice in enumerate(sorted(per, reverse=True)):
-            worst = max(worst, per[choice]) if index else 0.0
-            monotone[name][choice] = worst
-    thresholds = sorted({0.0} | {d for per in monotone.values() for d in per.values()})
-    for threshold in thresholds:
-        config = {
-            name: min(c for c, d in per.items() if d <= threshold) for name, per in monotone.items()
-        }
-        if cost(config) <= limit:
-            return config
-    raise AssertionError("infeasible")
-
-
-@settings(max_examples=150, deadline=None)
-@given(problem=allocation_problems())
-def test_threshold_allocation_meets_the_limit_at_the_smallest_threshold(problem) -> None:
-    sensitivity, cost, limit, _ = problem
-    config = threshold_allocation(sensitivity, cost, limit)
-    assert set(config) == set(sensitivity)
-    assert all(config[name] in sensitivity[name] for name in config)
-    assert cost(config) <= limit
-    assert config == brute_force(sensitivity, cost, limit)
-
-
-@settings(max_examples=150, deadline=None)
-@given(problem=allocation_problems())
-def test_threshold_allocation_is_monotone_in_the_limit(problem) -> None:
-    sensitivity, cost, limit, other = problem
-    strict, loose = sorted((limit, other))
-    strict_config = threshold_allocation(sensitivity, cost, strict)
-    loose_config = threshold_allocation(sensitivity, cost, loose)
-    assert all(strict_config[name] <= loose_config[name] for name in sensitivity)
-
-
-@settings(max_examples=150, deadline=None)
-@given(problem=allocation_problems())
-def test_threshold_allocation_is_scale_free(problem) -> None:
-    sensitivity, cost, limit, _ = problem
-    config = threshold_allocation(sensitivity, cost, limit)
-    assert threshold_allocation(scaled(sensitivity, 1e-12), cost, limit) == config
-    assert threshold_allocation(scaled(sensitivity, 1e12), cost, limit) == config
-
-
-def test_threshold_allocation_refuses_an_unreachable_limit() -> None:
-    sensitivity = {"a": {2: 1.0, 4: 0.0}}
-    with pytest.raises(ValueError, match="cannot be met"):
-        threshold_allocation(sensitivity, lambda config: config["a"], 1)
-
-
-def test_noisy_sensitivities_never_make_a_smaller_size_look_better() -> None:
-    # Keeping 2 units measured better than keeping 3 (noise): 2 must not be chosen over 3
-    # at a threshold that rejects 3.
-    sensitivity = {"a": {1: 5.0, 2: 0.5, 3: 1.0, 4: 0.0}, "b": {1: 0.7, 2: 0.0}}
-    config = threshold_allocation(sensitivity, lambda c: c["a"] + c["b"], 5)
-    assert config == {"a": 4, "b": 1}
 
 
 # --- checkpoint and resume ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 import warnings
 
@@ -285,3 +286,34 @@ def test_converted_modules_share_the_original_parameters() -> None:
     assert all(isinstance(layer, DynamicModule) for layer in space.model.layers)
     new_weights = [layer.weight for layer in space.model.layers]
     assert all(a is b for a, b in zip(weights, new_weights, strict=True))
+
+
+class _TiedAcrossStreams(nn.Module):
+    """An input embedding tied to a head that reads another stream of the same width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.enc = nn.Embedding(20, 8), nn.Linear(8, 6)
+        self.proj, self.head = nn.Linear(6, 8), nn.Linear(8, 20, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.proj(torch.relu(self.enc(self.emb(ids))))))
+
+
+def test_a_weight_tied_across_unconnected_dimensions_stays_whole() -> None:
+    """Regression (found in review): an embedding tied to a head that reads another stream of
+    the same width was made searchable, so pruning one side broke the tie or the function."""
+    torch.manual_seed(0)
+    model = _TiedAcrossStreams()
+    reference = copy.deepcopy(model)
+    space = convert(model)
+    assert list(space.hparams) == ["enc.out_features"]
+    for hparam in space.all_hparams.values():
+        hparam.importance = torch.rand(hparam.max, generator=torch.Generator().manual_seed(3))
+    space.sort_parameters()
+    ids = torch.randint(0, 20, (3, 4))
+    torch.testing.assert_close(model(ids), reference(ids), atol=1e-6, rtol=0)
+    space.select({"enc.out_features": 3})
+    exported = export(space)
+    assert CostModel(space).params() == sum(p.numel() for p in exported.parameters())

@@ -22,6 +22,26 @@ class GradientDataManager:
     hook multiplies into the units of one hparam. After each backward pass
     :meth:`process_gradient` adds ``mask.grad ** 2`` to the running sum; :attr:`score` is
     ``reduce_func`` of that sum (e.g. summing a per-element mask into per-unit scores).
+
+    A gradient setup (see ``SETUP_GRADIENT_FUNC``) creates one per gated hparam, sets
+    :attr:`hparam`, and registers the hook that multiplies :attr:`mask` in::
+
+        def setup_my_module(module):  # gates the module's output features
+            hparam = module.get_hparam("out_features")
+            manager = GradientDataManager(hparam.max, module)
+            manager.hparam = hparam
+            handle = module.register_forward_hook(
+                lambda mod, args, out: out * manager.mask.to(out.dtype)
+            )
+            return manager, handle
+
+    Args:
+        shape: Shape of the mask: the number of units, or a per-element shape that
+            ``reduce_func`` reduces to one score per unit.
+        model: A module on the device the mask must live on (the gated module itself
+            will do); the mask goes on the device of its first parameter, or the CPU.
+        reduce_func: Maps the accumulated squared gradients (``shape``) to one score per
+            unit of the hparam; the identity by default.
     """
 
     def __init__(
@@ -30,7 +50,7 @@ class GradientDataManager:
         model: nn.Module,
         reduce_func: Callable[[torch.Tensor], torch.Tensor] = _identity,
     ) -> None:
-        """Initialize GradientDataManager."""
+        """Create a mask of ones and an empty sum of squared gradients (see the class)."""
         device = next(iter(model.parameters()), torch.empty(0)).device
         self.mask = torch.ones(shape, dtype=torch.float32, device=device, requires_grad=True)
         self.reduce_func = reduce_func
@@ -47,7 +67,11 @@ class GradientDataManager:
         self.add(self.take_squared_gradient(), batches=1)
 
     def take_squared_gradient(self) -> torch.Tensor:
-        """``mask.grad ** 2`` (zeros when the loss did not reach the mask), clearing it."""
+        """Take the mask's gradient, clearing it for the next batch.
+
+        Returns:
+            ``mask.grad ** 2`` in fp32 (zeros when the loss did not reach the mask).
+        """
         if self.mask.grad is None:
             return torch.zeros_like(self._sum)
         squared = self.mask.grad.detach().float() ** 2
@@ -55,7 +79,13 @@ class GradientDataManager:
         return squared
 
     def add(self, squared: torch.Tensor, batches: int) -> None:
-        """Add squared gradients of ``batches`` batches (summed over data-parallel ranks)."""
+        """Add squared gradients to the running sum.
+
+        Args:
+            squared: Squared mask gradients, of the mask's shape (summed over data-parallel
+                ranks in a distributed run).
+            batches: How many batches ``squared`` covers.
+        """
         self._sum += squared.to(self._sum)
         self.num_batches += batches
 
@@ -71,5 +101,5 @@ class GradientDataManager:
 
     @property
     def score(self) -> torch.Tensor:
-        """The score of the hparam based on the stored gradients."""
+        """The score of each unit of the hparam: ``reduce_func`` of the accumulated sum."""
         return self.reduce_func(self._sum)

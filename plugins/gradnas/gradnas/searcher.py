@@ -14,18 +14,54 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from gradnas.config import GradnasConfig
 from gradnas.data_manager import GradientDataManager
 from gradnas.registry import GradientSetupRegistry
-from gradnas.scoring import Convergence, accumulate_mask_gradients
+from gradnas.scoring import accumulate_mask_gradients
 from gradnas.setups import setup_residual_stream
-from nasframe.errors import UserInputError
 from nasframe.searchers.binary import BinarySearcher
 from nasframe.space.dynamic import DynamicModule
 from nasframe.space.hparam import Hparam
 
 
 class GradientBinarySearcher(BinarySearcher):
-    """Binary searcher for gradient algorithm."""
+    """Binary searcher for gradient algorithm: units ranked by squared mask gradients.
+
+    Usage::
+
+        searcher = GradientBinarySearcher()
+        result = searcher.search(
+            space,  # nasframe.convert(model)
+            "params=80%",
+            dummy_input=x,
+            config={"data_loader": batches, "loss_func": loss_func},
+        )
+        pruned = nasframe.export(space)  # the space now holds result.config
+
+    ``search`` (inherited from :class:`~nasframe.searchers.base.BaseSearcher`):
+
+    Args:
+        space: The search space of the model, from ``nasframe.convert``. Its units are
+            sorted by importance and it is left on the found config.
+        constraints: The budget: ``"params=80%"``, ``{"flops": 1e9}`` or a
+            :class:`~nasframe.cost.budget.Constraint`.
+        dummy_input: An input of the model, needed to count FLOPs.
+        config: The search config (keys and checks: :class:`gradnas.config.GradnasConfig`):
+            ``data_loader`` (calibration batches) and ``loss_func`` (``loss_func(model,
+            batch)`` -> scalar tensor) are required; ``max_iter_data_loader``,
+            ``average_scores``, ``convergence_*``, and the binary search's ``uniform``,
+            ``allocation``, ``normalize``, ``min_keep``, ``checkpoint``, ``verbose`` are
+            optional. A ``score_func`` is ignored with a warning.
+
+    Returns:
+        A :class:`~nasframe.searchers.base.SearchResult`: the found config, the cost before
+        and after, each hparam's unit scores (``importance``) and per-size degradation
+        (``sensitivity``), and the time per phase.
+
+    Raises:
+        UserInputError: A bad config key or value, or a model with nothing to score.
+        InfeasibleConstraintError: No allowed sizes meet the constraint.
+    """
 
     name = "gradnas"
     uses_score_func = False
@@ -33,6 +69,8 @@ class GradientBinarySearcher(BinarySearcher):
     #: DynamicModule type -> setup(module) -> (GradientDataManager, RemovableHandle) | None.
     #: Filled from every plugin's ``nasframe_gradient_setups`` hook.
     SETUP_GRADIENT_FUNC: ClassVar[GradientSetupRegistry] = GradientSetupRegistry()
+    config_type: ClassVar[type[GradnasConfig]] = GradnasConfig
+    settings: GradnasConfig | None
 
     @property
     def num_batches(self) -> int:
@@ -43,56 +81,6 @@ class GradientBinarySearcher(BinarySearcher):
     def stopped_early(self) -> bool:
         """Whether the last scoring stopped early because the scores had converged."""
         return self.importance_info.get("stopped_early", False)
-
-    @property
-    def default_search_config(self) -> dict[str, Any]:
-        """Get the default config for the searcher."""
-        return {
-            **super().default_search_config,
-            "data_loader": None,  # iterable of batches
-            "loss_func": None,  # loss_func(model, batch) -> scalar tensor
-            "max_iter_data_loader": 128,  # batches used (exactly, unless stopped early)
-            "average_scores": False,  # divide the sums by the number of batches
-            "convergence_tol": None,  # relative change of the mean score; None: never stop early
-            "convergence_patience": 4,
-            "convergence_min_batches": 16,
-        }
-
-    def sanitize_search_config(self, config: dict[str, Any] | None) -> dict[str, Any]:
-        """Sanitize the search config dict."""
-        config = super().sanitize_search_config(config)
-        if config["score_func"] is not None:
-            warnings.warn(
-                "gradnas ignores the score_func in the search config: it scores units by mask "
-                "gradients of loss_func over data_loader.",
-                stacklevel=3,
-            )
-            config["score_func"] = None
-        for key, example in (
-            ("data_loader", "a list or DataLoader of calibration batches"),
-            ("loss_func", "loss_func(model, batch) returning a scalar loss tensor"),
-        ):
-            if config[key] is None:
-                raise UserInputError(f"gradnas needs {key} in the search config: {example}.")
-        if not callable(config["loss_func"]):
-            raise UserInputError("loss_func must be callable as loss_func(model, batch).")
-        for key, lowest in (
-            ("max_iter_data_loader", 1),
-            ("convergence_patience", 1),
-            ("convergence_min_batches", 1),
-        ):
-            value = config[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
-                raise UserInputError(f"{key} must be a whole number >= {lowest}, got {value!r}.")
-        tol = config["convergence_tol"]
-        if tol is not None and (
-            isinstance(tol, bool) or not isinstance(tol, int | float) or not tol > 0
-        ):
-            raise UserInputError(
-                f"convergence_tol must be a positive number (or None to never stop early), "
-                f"got {tol!r}."
-            )
-        return config
 
     @property
     def score_func(self):
@@ -176,17 +164,14 @@ class GradientBinarySearcher(BinarySearcher):
                     handles.append(handle)
                     managers.append(manager)
             model.eval()  # deterministic scores: no dropout
+            settings = self.settings
             report = accumulate_mask_gradients(
                 model,
                 managers,
-                self.config["data_loader"],
-                self.config["loss_func"],
-                self.config["max_iter_data_loader"],
-                Convergence(
-                    self.config["convergence_tol"],
-                    self.config["convergence_patience"],
-                    self.config["convergence_min_batches"],
-                ),
+                settings.data_loader,
+                settings.loss_func,
+                settings.max_iter_data_loader,
+                settings.convergence,
                 progress=self.progress,
             )
         finally:
@@ -200,7 +185,7 @@ class GradientBinarySearcher(BinarySearcher):
         scores = {name: torch.zeros(self.space.hparams[name].max) for name in names}
         for manager in managers:
             scores[wanted[id(manager.hparam)]] += manager.score.detach().float().cpu()
-        if self.config["average_scores"]:
+        if self.settings.average_scores:
             scores = {name: s / report.num_batches for name, s in scores.items()}
         return scores
 
@@ -210,7 +195,7 @@ def _scored_hparams(model: nn.Module) -> list[Hparam]:
     seen: dict[int, Hparam] = {}
     for module in model.modules():
         if isinstance(module, DynamicModule):
-            for slot in module.SLOTS:
+            for slot in module.slots:
                 hparam = module.get_hparam(slot)
                 if hparam is not None and hparam.importance is not None:
                     seen.setdefault(id(hparam), hparam)

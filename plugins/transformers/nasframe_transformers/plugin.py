@@ -1,6 +1,6 @@
 """Registers the transformers support with nasframe.
 
-transformers itself is imported lazily: the hooks only look at a model once a caller passes
+transformers itself is imported lazily: a family only looks at a model once a caller passes
 one, and such a model means transformers is already imported.
 """
 
@@ -8,17 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from nasframe.hookspecs import hookimpl
+from nasframe.space.family import ModelFamily
 from nasframe_transformers.export import build_from_config
-from nasframe_transformers.families import families, family_of
+from nasframe_transformers.families.registry import FAMILIES
 
 
 @hookimpl
-def nasframe_describe_ties(model: nn.Module) -> Any:
-    family = family_of(model)
-    return family.describe_ties(model) if family is not None else None
+def nasframe_model_families() -> list[ModelFamily]:
+    return list(FAMILIES)
 
 
 @hookimpl
@@ -28,14 +26,8 @@ def nasframe_architectures() -> dict[str, Any]:
 
 @hookimpl
 def nasframe_gradient_setups() -> dict[type, Any]:
+    """gradnas's hook (``gradnas.hookspecs``): each family's setups, without importing gradnas."""
     setups: dict[type, Any] = {}
-    for family in families():
-        setups.update(family.GRADIENT_SETUPS)
+    for family in FAMILIES:
+        setups.update(family.gradient_setups())
     return setups
-
-
-@hookimpl
-def nasframe_finalize_export(model: nn.Module) -> None:
-    family = family_of(model)
-    if family is not None:
-        family.finalize_export(model)

@@ -21,13 +21,12 @@ import torch
 import torch.nn.functional as F
 from gradnas.searcher import GradientBinarySearcher
 
+from nasframe.api import convert, export
 from nasframe.app.lm import ByteTokenizer, next_token_loss, token_batches
 from nasframe.app.model_registry import model_entries
 from nasframe.cost.cost_model import CostModel
 from nasframe.plugins import reset_plugin_manager
-from nasframe.space.convert import convert
 from nasframe.space.dynamic import DynamicModule
-from nasframe.space.export import export
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "nasframe-example-plugin"

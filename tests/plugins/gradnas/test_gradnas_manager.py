@@ -11,9 +11,9 @@ from gradnas.setups import setup_attention_heads, setup_linear_input
 from gradnas_models import MLP, AttentionLM, no_hooks_left, squared_error
 from torch import nn
 
+from nasframe.api import convert
 from nasframe.modules.attention import DynamicMultiheadAttention
 from nasframe.modules.linear import DynamicLinear
-from nasframe.space.convert import convert
 
 # --- GradientDataManager ------------------------------------------------------------------
 

@@ -21,10 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from nasframe.api import convert
 from nasframe.errors import UserInputError
 from nasframe.modules.attention import DynamicMultiheadAttention
 from nasframe.modules.linear import DynamicLinear
-from nasframe.space.convert import convert
 
 HIDDEN = "fc1.out_features"
 

@@ -1,5 +1,5 @@
 """GPT-2 (transformers' Conv1D projections, fused q/k/v): hidden size, heads, FFN width and
-depth, export, plain save, search and gradnas mask semantics.
+depth, export, plain save, and the models that are (and are not) described.
 
 Tiny randomly initialised configs; no download. The whole file is skipped where transformers
 is not installed (it is part of the dev extra).
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import warnings
 
 import pytest
 import torch
@@ -18,69 +17,26 @@ from hypothesis import strategies as st
 
 transformers = pytest.importorskip("transformers")
 
-from gradnas.searcher import GradientBinarySearcher  # noqa: E402
-from gradnas.setups import setup_residual_stream  # noqa: E402
+from hf_models.gpt2 import (  # noqa: E402
+    DEPTH,
+    HIDDEN,
+    VOCAB,
+    heads,
+    ids,
+    inner,
+    logits,
+    param_count,
+    rank,
+    tiny_config,
+    tiny_model,
+)
 from nasframe_transformers import clean_config_dict, save_pretrained_pruned  # noqa: E402
-from nasframe_transformers.gpt2 import describe_ties  # noqa: E402
+from nasframe_transformers.families.gpt2 import describe_ties  # noqa: E402
 
 import nasframe  # noqa: E402
-from nasframe.app.lm import next_token_loss  # noqa: E402
 from nasframe.cost.cost_model import CostModel  # noqa: E402
 from nasframe.errors import UserInputError  # noqa: E402
 from nasframe.space.dynamic import DynamicModule  # noqa: E402
-
-VOCAB = 64
-HIDDEN = "transformer.hidden_size"
-DEPTH = "transformer.h.depth"
-
-
-def tiny_config(attention: str = "sdpa", **overrides) -> transformers.GPT2Config:
-    return transformers.GPT2Config(
-        vocab_size=VOCAB,
-        n_positions=32,
-        n_embd=32,
-        n_layer=3,
-        n_head=4,
-        bos_token_id=0,
-        eos_token_id=0,
-        attn_implementation=attention,
-        **overrides,
-    )
-
-
-def tiny_model(attention: str = "sdpa", seed: int = 0, **overrides):
-    torch.manual_seed(seed)
-    config = tiny_config(attention, **overrides)
-    return transformers.AutoModelForCausalLM.from_config(config).eval()
-
-
-def ids(seed: int = 1, rows: int = 2, length: int = 9) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (rows, length), generator=torch.Generator().manual_seed(seed))
-
-
-def logits(model, tokens=None):
-    with torch.no_grad():
-        return model(ids() if tokens is None else tokens).logits
-
-
-def param_count(model) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def heads(i: int) -> str:
-    return f"transformer.h.{i}.attn.num_heads"
-
-
-def inner(i: int) -> str:
-    return f"transformer.h.{i}.mlp.n_inner"
-
-
-def rank(space, name: str, order: list[int]) -> None:
-    """Importance making ``order`` the units from most to least important."""
-    scores = torch.zeros(space.all_hparams[name].max)
-    scores[torch.tensor(order)] = torch.arange(len(order), 0, -1, dtype=torch.float)
-    space.all_hparams[name].importance = scores
-
 
 VARIANTS = {
     "eager": ("eager", {}),
@@ -150,7 +106,7 @@ def test_export_equals_the_dynamic_model_and_the_parameter_count(sort, data):
     assert exported.transformer.wte.embedding_dim == config[HIDDEN]
     assert exported.config.n_layer == len(exported.transformer.h) == config[DEPTH]
     for i in range(3):  # the attention's widths follow its kept heads
-        attention = space.model.transformer.h[i].attn
+        attention = space.model.transformer.h.all_layers()[i].attn
         assert attention.embed_dim == attention.split_size == 8 * config[heads(i)]
     for block in exported.transformer.h:
         attention = block.attn
@@ -250,7 +206,7 @@ def test_depth_pruning_removes_whole_blocks_and_renumbers_them():
     blocks = exported.transformer.h
     assert len(blocks) == exported.config.n_layer == 2
     assert [block.attn.layer_idx for block in blocks] == [0, 1]
-    assert torch.equal(blocks[1].ln_1.weight, model.transformer.h[2].ln_1.weight)
+    assert torch.equal(blocks[1].ln_1.weight, model.transformer.h.all_layers()[2].ln_1.weight)
     all_blocks = model.transformer.h.unit_modules("depth")
     assert [block.attn.layer_idx for block in all_blocks] == [0, 1, 2]  # untouched
     assert param_count(exported) == CostModel(space).params() < param_count(model)
@@ -267,7 +223,7 @@ def test_scale_attn_by_inverse_layer_idx_keeps_each_layers_scaling(tmp_path, kep
     rank(space, DEPTH, kept)
     space.select({DEPTH: 2})
     exported = nasframe.export(space)
-    original = [model.transformer.h[i].attn.scaling for i in sorted(kept[:2])]
+    original = [model.transformer.h.all_layers()[i].attn.scaling for i in sorted(kept[:2])]
     assert [block.attn.scaling for block in exported.transformer.h] == original
     torch.testing.assert_close(logits(exported), logits(model), atol=1e-5, rtol=0)
     if not plain:
@@ -277,124 +233,6 @@ def test_scale_attn_by_inverse_layer_idx_keeps_each_layers_scaling(tmp_path, kep
     save_pretrained_pruned(exported, tmp_path / "plain")
     loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "plain").eval()
     torch.testing.assert_close(logits(loaded), logits(model), atol=1e-5, rtol=0)
-
-
-def search_config(algorithm: str) -> dict:
-    batches = [ids(seed) for seed in range(4)]
-    if algorithm == "gradnas":
-        return {"data_loader": batches, "loss_func": next_token_loss, "verbose": False}
-
-    def score(model):
-        return -next_token_loss(model, batches[0]).item()
-
-    return {"score_func": score, "verbose": False}
-
-
-# Every head and layer, the widths in steps of 8 (fastnas evaluates every allowed size).
-RULES = {"*.num_heads": {}, "*.depth": {}, "*": {"divisor": 8}}
-
-
-@pytest.mark.parametrize("algorithm", ["gradnas", "fastnas"])
-def test_a_search_meets_its_params_constraint(algorithm):
-    model = tiny_model()
-    before = param_count(model)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        space, result = nasframe.search(
-            model, "params=80%", algorithm=algorithm, config=search_config(algorithm), rules=RULES
-        )
-    assert not [w for w in caught if "no gradient setup" in str(w.message)]
-    assert all(hparam.importance is not None for hparam in space.hparams.values())
-    assert set(result.config) == set(space.hparams) and len(result.config) == 8
-    exported = nasframe.export(space)
-    kept = param_count(exported)
-    assert kept <= 0.8 * before and kept == result.cost_after
-    assert result.config != space.max_config()
-    assert all(result.config[inner(i)] % 8 == 0 for i in range(3))
-    torch.testing.assert_close(logits(exported), logits(space.model), atol=1e-5, rtol=0)
-
-
-def test_a_gradnas_search_meets_a_flops_constraint():
-    """The attention's FLOPs (projections and scores) are exact in its two slots, so the
-    fitted FLOP model predicts what a measurement counts."""
-    model = tiny_model()
-    dummy = ids()[:1]
-    space, result = nasframe.search(
-        model, "flops=70%", dummy, algorithm="gradnas", config=search_config("gradnas")
-    )
-    measured = CostModel(space, dummy).measure_flops()
-    assert measured == result.cost_after <= 0.7 * result.cost_before
-    assert result.config[HIDDEN] < 32 or any(result.config[heads(i)] < 4 for i in range(3))
-
-
-def test_a_uniform_search_has_a_plain_config(tmp_path):
-    model = tiny_model()
-    config = search_config("fastnas") | {"uniform": True}
-    space, result = nasframe.search(
-        model, "params=80%", algorithm="fastnas", config=config, rules=RULES
-    )
-    assert set(result.config) == {DEPTH, *(inner(i) for i in range(3))}  # n_embd, n_head whole
-    assert len({result.config[inner(i)] for i in range(3)}) == 1
-    exported = nasframe.export(space)
-    save_pretrained_pruned(exported, tmp_path / "plain")
-    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "plain").eval()
-    assert param_count(loaded) <= 0.8 * param_count(model)
-    torch.testing.assert_close(logits(loaded), logits(exported), atol=1e-5, rtol=0)
-
-
-def masked_and_removed_losses(kind: str) -> tuple[float, float]:
-    """The loss with one unit's gradnas mask at 0, and with that unit pruned instead."""
-    model = tiny_model("eager").double()
-    space = nasframe.convert(model)
-    block = model.transformer.h[1]
-    module, name, unit = {
-        "head": (block.attn, heads(1), 2),
-        "ffn": (block.mlp.c_proj, inner(1), 7),
-        "depth": (model.transformer.h, DEPTH, 1),
-    }[kind]
-    setup = GradientBinarySearcher.SETUP_GRADIENT_FUNC.for_module(module)
-    pairs = setup(module)
-    manager, handle = pairs[0] if isinstance(pairs, list) else pairs
-    assert manager.hparam is space.hparams[name]
-    with torch.no_grad():
-        manager.mask[unit] = 0
-        masked = next_token_loss(model, ids()).item()
-    handle.remove()
-    hparam = space.hparams[name]
-    rank(space, name, [u for u in range(hparam.max) if u != unit] + [unit])
-    space.select({name: hparam.max - 1})
-    with torch.no_grad():
-        removed = next_token_loss(model, ids()).item()
-    space.select({name: hparam.max})
-    with torch.no_grad():
-        full = next_token_loss(model, ids()).item()
-    assert abs(full - masked) > 1e-6  # the unit matters, so the comparison means something
-    return masked, removed
-
-
-@pytest.mark.parametrize("kind", ["head", "ffn", "depth"])
-def test_a_gradnas_mask_of_zero_is_exactly_removing_the_unit(kind):
-    masked, removed = masked_and_removed_losses(kind)
-    assert masked == pytest.approx(removed, abs=1e-12)
-
-
-def test_the_residual_stream_mask_zeroes_a_channel_everywhere():
-    """gradnas masks the hidden size on every write into the stream (wte, wpe, attention,
-    FFN): a channel masked to 0 is 0 in every block's input and output."""
-    model = tiny_model("eager")
-    space = nasframe.convert(model)
-    manager, handles = setup_residual_stream(
-        model, space.hparams[HIDDEN], space.residual_streams[HIDDEN]
-    )
-    streams = []
-    for block in model.transformer.h:
-        block.register_forward_hook(lambda _, args, out: streams.extend([args[0], out]))
-    with torch.no_grad():
-        manager.mask[5] = 0
-        model(ids())
-    handles.remove()
-    assert len(streams) == 6
-    assert all(not stream[..., 5].any() and stream[..., 4].all() for stream in streams)
 
 
 def test_bare_and_classifier_models_are_described_and_export_exactly():

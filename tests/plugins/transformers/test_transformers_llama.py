@@ -14,42 +14,12 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from hf_models.llama import FAMILIES, ids, logits, tiny_model  # noqa: E402
 from nasframe_transformers import clean_config_dict, save_pretrained_pruned  # noqa: E402
 
 import nasframe  # noqa: E402
 from nasframe.app.lm import next_token_loss  # noqa: E402
 from nasframe.errors import UserInputError  # noqa: E402
-
-FAMILIES = {
-    "llama": transformers.LlamaConfig,
-    "mistral": transformers.MistralConfig,
-    "qwen2": transformers.Qwen2Config,
-}
-VOCAB = 64
-
-
-def tiny_model(family: str, attention: str = "sdpa", tied: bool = True, seed: int = 0):
-    config = FAMILIES[family](
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=tied,
-        attn_implementation=attention,
-    )
-    torch.manual_seed(seed)
-    return transformers.AutoModelForCausalLM.from_config(config).eval()
-
-
-def ids(seed: int = 1, rows: int = 2, length: int = 9) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (rows, length), generator=torch.Generator().manual_seed(seed))
-
-
-def logits(model, tokens):
-    with torch.no_grad():
-        return model(tokens).logits
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

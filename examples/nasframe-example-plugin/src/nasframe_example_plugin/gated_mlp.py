@@ -56,11 +56,10 @@ class DynamicGatedMLP(DynamicModule):
         self.w_gate, self.w_up, self.w_down = module.w_gate, module.w_up, module.w_down
         self.product = nn.Identity()
         self.train(module.training)
-        self._init_slots()
 
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicGatedMLP:
-        assert isinstance(module, GatedMLP)
+        cls.check_convertible(module, GatedMLP)
         return cls(module)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -60,10 +60,11 @@ class GatedByteLM(nn.Module):
         return self.head(self.norm(x))
 
 
-def load_gated_byte_lm(progress: bool = True) -> ModelBundle:
+def load_gated_byte_lm(progress: bool = True, trust_remote_code: bool = False) -> ModelBundle:
     """Train a default ``GatedByteLM`` on the built-in text (deterministic, a few seconds).
 
-    ``ModelEntry.load`` is called as ``load(progress=...)``: show a progress bar only then.
+    ``ModelEntry.load`` is called as ``load(progress=..., trust_remote_code=...)``: show a
+    progress bar only when asked; it runs no model-supplied code, so the flag changes nothing.
     """
     from nasframe.app.lm import ByteTokenizer, next_token_loss, token_batches
     from nasframe.app.text import stdlib_corpus

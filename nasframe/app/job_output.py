@@ -1,0 +1,169 @@
+"""What the job leaves behind: ``summary.json``, the nasframe save, and the family's format.
+
+:func:`build_summary` is the one place the summary's fields are laid out;
+:func:`write_outputs` saves the pruned model (the nasframe format holds any pruned shape),
+also in the model family's standard format where it has one (:func:`save_plain`), then the
+summary, last, so a summary on disk always describes a complete save.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import nasframe.distributed as distributed
+from nasframe.app.evaluation import Measurement
+from nasframe.app.job_settings import JOB_SEARCH_DEFAULTS, JobSettings
+from nasframe.app.model_registry import ModelBundle
+from nasframe.cost.budget import Constraint
+from nasframe.errors import UserInputError
+from nasframe.io.atomic import atomic_write_directory, atomic_write_json
+from nasframe.io.serialization import save
+from nasframe.reconstruction.reconstruct import ReconstructionReport
+from nasframe.searchers.base import SearchResult
+from nasframe.space.search_space import SearchSpace
+
+SUMMARY_FILE = "summary.json"
+PLAIN_EXPORT_DIR = "transformers"  # OUT/transformers: the model family's standard format
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What the search phase produced, as the summary reports it."""
+
+    result: SearchResult
+    #: The search config the algorithm was given (the job's data filled in).
+    config: dict[str, Any]
+    #: Parameters held back below a params budget for the biases reconstruction may add.
+    reserve: int
+    #: How the algorithm computed importance (``importance_info``, e.g. batches used).
+    scoring: dict[str, Any]
+    calibration_batches: int
+
+
+def build_summary(
+    *,
+    settings: JobSettings,
+    constraint: Constraint,
+    data_source: str,
+    eval_batches: int,
+    before: Measurement,
+    after: Measurement,
+    space: SearchSpace,
+    outcome: SearchOutcome,
+    repaired: ReconstructionReport,
+) -> dict[str, Any]:
+    """Every figure a user compares before and after, and how they were obtained."""
+    result, reserve = outcome.result, outcome.reserve
+    return {
+        "algorithm": settings.algorithm,
+        "model": settings.model,
+        "constraint": str(constraint),
+        "data": data_source,
+        "metric": (
+            f"perplexity on the evaluation text: {eval_batches} batches of "
+            f"{settings.batch_size} x {settings.seq_len} tokens"
+        ),
+        "perplexity": {"before": before.perplexity, "after": after.perplexity},
+        "params": {
+            "before": before.params,
+            "after": after.params,
+            "fraction": after.params / before.params,
+        },
+        "flops": {
+            "before": before.flops,
+            "after": after.flops,
+            "fraction": after.flops / before.flops,
+            "input": f"one sequence of {settings.seq_len} tokens",
+        },
+        "hparams": {name: {"kept": hp.active, "max": hp.max} for name, hp in space.hparams.items()},
+        "search": {
+            # the budget asked for; the search aimed at searched_limit, bias_reserve below it
+            "limit": result.limit + reserve,
+            "searched_limit": result.limit,
+            "bias_reserve": reserve,
+            "cost_after": result.cost_after,
+            "resumed_from_checkpoint": result.resumed,
+            "calibration_batches": outcome.calibration_batches,
+            "scoring": outcome.scoring,
+            "timings_s": result.timings,
+            **{key: outcome.config[key] for key in JOB_SEARCH_DEFAULTS if key in outcome.config},
+        },
+        "reconstruct": {
+            "mode": settings.reconstruct,
+            "reconstructed": list(repaired.reconstructed),
+            "skipped": dict(repaired.skipped),
+            "added_biases": dict(repaired.added_biases),
+            "batches": repaired.batches,
+        },
+        "settings": asdict(settings),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "threads": torch.get_num_threads(),
+            "ranks": distributed.world_size(),
+        },
+    }
+
+
+def save_model(
+    bundle: ModelBundle,
+    pruned: torch.nn.Module,
+    space: SearchSpace,
+    config: dict[str, int],
+    out: Path,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Save ``pruned`` in the nasframe format, and the family's where it can; returns the
+    summary's ``exports`` entry."""
+    save(
+        pruned,
+        out,
+        config,
+        bundle.architecture,
+        extra={"summary": SUMMARY_FILE},
+        kept_units=space.kept_units(),
+        added_biases=space.added_biases,
+    )
+    return save_plain(bundle, pruned, out, log)
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    atomic_write_json(out / SUMMARY_FILE, summary)
+
+
+def save_plain(
+    bundle: ModelBundle, pruned: torch.nn.Module, out: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Also write the model family's standard format to ``OUT/transformers`` when it has one.
+
+    The nasframe format holds any pruned shape; the family's format (a transformers directory
+    that ``from_pretrained`` loads without nasframe) holds only shapes its config can express,
+    such as the same FFN width in every layer. When it cannot, the job still succeeds and says
+    why; a directory left from an earlier run is removed so it never contradicts this one.
+    """
+    exports: dict[str, Any] = {"nasframe": str(out), PLAIN_EXPORT_DIR: None, "note": None}
+    if bundle.save_plain is None:
+        return exports
+    target = out / PLAIN_EXPORT_DIR
+    try:
+        atomic_write_directory(target, lambda directory: bundle.save_plain(pruned, directory))
+    except UserInputError as error:
+        shutil.rmtree(target, ignore_errors=True)
+        reason = str(error)
+        exports["note"] = (
+            f"only the nasframe format was written to {out} (load it with nasframe.load); "
+            f"plain transformers cannot hold this model: {reason}"
+        )
+        exports["reason"] = reason
+        log(exports["note"])
+        return exports
+    exports[PLAIN_EXPORT_DIR] = str(target)
+    return exports

@@ -1,0 +1,144 @@
+"""What ``nasframe search`` can be told, its defaults, and the checks made before any work.
+
+:class:`JobSettings` is the job's input (the CLI's flags, one field each); sizes the user
+leaves unset come from the model (``ModelEntry.job_defaults``), then :data:`FALLBACK_SIZES`.
+:func:`check_job_settings` refuses a bad or unsupported option before the model is loaded:
+a typo must not cost a model load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from nasframe.errors import UserInputError
+from nasframe.reconstruction.reconstruct import RECONSTRUCT_MODES
+from nasframe.searchers.allocator import check_allocation_settings
+from nasframe.searchers.config import SearchConfig
+from nasframe.space.hparam import ChoiceRule
+
+
+@dataclass
+class JobSettings:
+    """Everything ``nasframe search`` can be told; the defaults are the built-in main job."""
+
+    algorithm: str = "gradnas"
+    constraint: str = "params=80%"
+    model: str = "smollm2-135m"
+    data: str | None = None
+    out: str = "nasframe-out"
+    checkpoint: str | None = None  # None: a file in OUT named after the job's inputs
+    use_checkpoint: bool = True
+    # Sizes: None takes the model's own job defaults (ModelEntry.job_defaults), then these.
+    divisor: int | None = None
+    seq_len: int | None = None
+    batch_size: int | None = None
+    calibration_batches: int | None = None
+    score_batches: int | None = None
+    eval_batches: int | None = None
+    verbose: bool = True
+    uniform: bool = False  # the same size in every layer, so plain transformers loads it
+    trust_remote_code: bool = False  # let a model directory run its own Python code
+    # How sensitivities become sizes (see nasframe.searchers.allocator); None:
+    # JOB_SEARCH_DEFAULTS.
+    allocation: str | None = None
+    normalize: str | None = None
+    min_keep: float | None = None
+    # Repair of the kept weights after pruning (see nasframe.reconstruct); the default is the
+    # mode the SmolLM2 benchmark measured best (docs/results.md).
+    reconstruct: str = "lsq"
+
+
+#: The allocation settings of the main job where the algorithm accepts them: the combination
+#: the SmolLM2 benchmark measured best (docs/results.md, "Allocation, normalisation and
+#: reconstruction"). A library search keeps the searcher's own defaults.
+JOB_SEARCH_DEFAULTS: dict[str, Any] = {
+    "allocation": "global",
+    "normalize": "none",
+    "min_keep": 0.0,
+}
+
+
+# Sizes for a model that states none (a byte-level model: long sequences are cheap).
+FALLBACK_SIZES = {
+    "divisor": 8,
+    "seq_len": 64,
+    "batch_size": 16,
+    "calibration_batches": 32,
+    "score_batches": 4,
+    "eval_batches": 32,
+}
+
+
+def with_model_defaults(settings: JobSettings, job_defaults: Mapping[str, int]) -> JobSettings:
+    """``settings`` with every size the user left unset filled from the model, then the
+    fallback: flags beat the model's defaults, which beat nasframe's."""
+    filled = {
+        key: value
+        if (value := getattr(settings, key)) is not None
+        else job_defaults.get(key, fallback)
+        for key, fallback in FALLBACK_SIZES.items()
+    }
+    return replace(settings, **filled)
+
+
+def job_rules(divisor: int) -> dict[str, ChoiceRule]:
+    """Widths in multiples of ``divisor`` (hardware-friendly); counts of layers and heads by
+    one, since a multiple of 8 or 32 would leave them nothing to choose."""
+    return {
+        "*.depth": ChoiceRule(),
+        "*heads*": ChoiceRule(),
+        "*": ChoiceRule(divisor=divisor),
+    }
+
+
+def check_job_settings(settings: JobSettings, config_type: type[SearchConfig]) -> None:
+    """Fail before any work when an option is bad, or given to an algorithm whose search
+    config (``config_type``) does not accept it, or when an output path cannot be created."""
+    _check_search_options_supported(settings, config_type)
+    out = Path(settings.out)
+    if out.exists() and not out.is_dir():
+        raise UserInputError(f"--out {out} is a file; pass a directory path.")
+    _check_parents(out, "--out")
+    if settings.use_checkpoint and settings.checkpoint:
+        _check_parents(Path(settings.checkpoint), "--checkpoint")
+
+
+def _check_search_options_supported(settings: JobSettings, config_type: type[SearchConfig]) -> None:
+    """Refuse an option the algorithm's config type lacks, and check the values themselves."""
+    for key in JOB_SEARCH_DEFAULTS:
+        if getattr(settings, key) is not None and not config_type.supports(key):
+            flag = "--" + key.replace("_", "-")
+            raise UserInputError(
+                f"{flag} is not supported by --algo {settings.algorithm}; drop {flag} or "
+                "choose an algorithm built on the binary search (gradnas, fastnas)."
+            )
+    filled = {
+        key: default if getattr(settings, key) is None else getattr(settings, key)
+        for key, default in JOB_SEARCH_DEFAULTS.items()
+    }
+    check_allocation_settings(**filled)
+    if settings.reconstruct not in RECONSTRUCT_MODES:
+        raise UserInputError(
+            f"--reconstruct must be one of {', '.join(RECONSTRUCT_MODES)}, got "
+            f"{settings.reconstruct!r}."
+        )
+    if settings.uniform and not config_type.supports("uniform"):
+        raise UserInputError(
+            f"--uniform is not supported by --algo {settings.algorithm}; drop --uniform or "
+            "choose an algorithm that supports it (see `nasframe algos`)."
+        )
+
+
+def _check_parents(path: Path, flag: str) -> None:
+    """Fail before any work when ``path`` cannot be created because an ancestor is a file."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserInputError(
+                    f"{flag} {path} is inside {parent}, which is a file; pass a path whose "
+                    "parent folders are directories."
+                )
+            return
