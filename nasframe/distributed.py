@@ -46,10 +46,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_environment(timeout_s: float | None = None) -> bool:
+def init_from_environment(timeout_s: float | None = None, backend: str | None = None) -> bool:
     """Join the process group a launcher described in the environment; False if none.
 
-    Gloo on CPU, NCCL when CUDA is available. ``timeout_s`` (default
+    ``backend`` None: Gloo on CPU, NCCL when CUDA is available (a job on the CPU of a CUDA
+    machine passes ``"gloo"``). ``timeout_s`` (default
     ``NASFRAME_DIST_TIMEOUT`` or 600 s) bounds every collective: a rank that died makes the
     others fail after it rather than wait forever.
     """
@@ -59,7 +60,8 @@ def init_from_environment(timeout_s: float | None = None) -> bool:
         return True
     if timeout_s is None:
         timeout_s = timeout_from_environment()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from nasframe.app.hookspecs import hookimpl
@@ -13,11 +14,20 @@ from nasframe.app.model_registry import ModelBundle, ModelEntry
 BYTE_MLP_NAMES = ("byte-mlp", "byte-mlp-tiny")
 
 
-def _load_byte_mlp(steps: int, kwargs: dict[str, int], name: str, progress: bool) -> ModelBundle:
-    """Train a built-in byte-level model on the calibration part of the built-in text.
+def _load_byte_mlp(
+    steps: int,
+    kwargs: dict[str, int],
+    name: str,
+    progress: bool,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> ModelBundle:
+    """Train a built-in byte-level model on the calibration part of the built-in text, then
+    put it on ``device`` with weights in ``dtype`` (float32 when None).
 
-    Training is deterministic (fixed seed, batches in order), so every run prunes the same
-    model and a checkpointed search can resume against it.
+    Training is deterministic (fixed seed, batches in order, always float32 on the CPU), so
+    every run prunes the same model on any device and a checkpointed search can resume
+    against it.
     """
     from nasframe.app.byte_mlp import DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN, train_byte_mlp
     from nasframe.app.lm import ByteTokenizer, token_batches
@@ -27,6 +37,7 @@ def _load_byte_mlp(steps: int, kwargs: dict[str, int], name: str, progress: bool
     ids = tokenizer.encode(stdlib_corpus().calibration)
     batches = token_batches(ids, DEFAULT_SEQ_LEN, DEFAULT_BATCH_SIZE)
     model = train_byte_mlp(batches, steps, seed=0, progress=progress, model_kwargs=kwargs)
+    model.to(device=device or torch.device("cpu"), dtype=dtype or torch.float32)
     return ModelBundle(model, tokenizer.encode, name, {"name": name, "kwargs": dict(kwargs)})
 
 
@@ -50,15 +61,17 @@ def nasframe_models() -> dict[str, ModelEntry]:
         "byte-mlp": ModelEntry(
             description="byte-level MLP language model (560k params), trained on the built-in "
             "text at load time (about 20 s on 2 CPU cores)",
-            load=lambda progress=True, trust_remote_code=False: _load_byte_mlp(
-                DEFAULT_TRAIN_STEPS, {}, "byte-mlp", progress
+            load=lambda progress=True, trust_remote_code=False, device=None, dtype=None: (
+                _load_byte_mlp(DEFAULT_TRAIN_STEPS, {}, "byte-mlp", progress, device, dtype)
             ),
             architecture=_byte_mlp_architecture,
         ),
         "byte-mlp-tiny": ModelEntry(
             description="smoke-test size of byte-mlp (33k params, a few seconds of training)",
-            load=lambda progress=True, trust_remote_code=False: _load_byte_mlp(
-                TINY_TRAIN_STEPS, TINY_MODEL_KWARGS, "byte-mlp-tiny", progress
+            load=lambda progress=True, trust_remote_code=False, device=None, dtype=None: (
+                _load_byte_mlp(
+                    TINY_TRAIN_STEPS, TINY_MODEL_KWARGS, "byte-mlp-tiny", progress, device, dtype
+                )
             ),
             architecture=_byte_mlp_architecture,
         ),

@@ -52,7 +52,8 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from nasframe.app.job_settings import JOB_SEARCH_DEFAULTS, JobSettings
+    from nasframe.app.exporting.export_command import add_export_parser
+    from nasframe.app.job_settings import DEVICE_CHOICES, DTYPES, JOB_SEARCH_DEFAULTS, JobSettings
     from nasframe.reconstruction.reconstruct import RECONSTRUCT_MODES
     from nasframe.searchers.allocator import ALLOCATIONS
     from nasframe.searchers.normalization import NORMALIZATIONS
@@ -90,6 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         help="text file (blank-line separated documents) or JSON lines "
         "with a 'text' field; default: the Python standard library's docstrings",
+    )
+    search.add_argument(
+        "--device",
+        default=defaults.device,
+        help=f"where the model runs: {DEVICE_CHOICES}; auto picks CUDA when it is available "
+        f"(default: {defaults.device})",
+    )
+    search.add_argument(
+        "--dtype",
+        choices=tuple(DTYPES),
+        help="dtype of the weights (default: the model's own: a model directory keeps its "
+        "saved dtype, a .gguf file is de-quantised to float32, built-in models are float32); "
+        "masks, scores and reconstruction statistics stay in float32 or float64",
     )
     search.add_argument("--out", default=defaults.out, help="output directory")
     checkpointing = search.add_mutually_exclusive_group()
@@ -157,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="batches of the evaluation text for perplexity" + model_default,
     )
     search.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    add_export_parser(commands)
     return parser
 
 
@@ -191,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _list_algorithms()
             if args.command == "models":
                 return _list_models()
+            if args.command == "export":
+                return _export(args)
             return _search(args)
     except UserInputError as error:
         print(f"nasframe: error: {error}", file=sys.stderr)
@@ -222,6 +239,14 @@ def _list_models() -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from nasframe.app.exporting.export_command import export_directory
+
+    path = export_directory(args.directory, args.to, args.out, args.dtype, args.source)
+    print(f"wrote {path}")
+    return 0
+
+
 def _search(args: argparse.Namespace) -> int:
     from nasframe.app.job import run_job
     from nasframe.app.job_settings import JobSettings
@@ -247,13 +272,18 @@ def _search(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         min_keep=args.min_keep,
         reconstruct=args.reconstruct,
+        device=args.device,
+        dtype=args.dtype,
     )
     import torch.distributed as dist
 
     from nasframe import distributed
+    from nasframe.app.job_settings import resolve_device
 
-    # Under torchrun every rank runs this; rank 0 alone logs, prints and writes.
-    distributed.init_from_environment()
+    # Under torchrun every rank runs this; rank 0 alone logs, prints and writes. NCCL only
+    # for a job on CUDA: its collectives need CUDA tensors.
+    backend = "nccl" if resolve_device(settings.device).type == "cuda" else "gloo"
+    distributed.init_from_environment(backend=backend)
     main_rank, rank = distributed.is_main(), distributed.rank()
     try:
         quiet = args.quiet or not main_rank
@@ -286,6 +316,9 @@ def _print_summary(summary: dict, out) -> None:
     plain = summary.get("exports", {}).get("transformers")
     if plain:
         print(f"  also as     {plain} (plain transformers)")
+    gguf = summary.get("exports", {}).get("gguf")
+    if gguf:
+        print(f"  also as     {gguf} (llama.cpp)")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from nasframe.app.job_data import JobBatches, job_batches
 from nasframe.app.job_output import (
     SearchOutcome,
     build_summary,
+    reserve_error,
     save_model,
     write_summary,
 )
@@ -38,13 +39,15 @@ from nasframe.app.job_settings import (
     JobSettings,
     check_job_settings,
     job_rules,
+    resolve_device,
+    weights_dtype,
     with_model_defaults,
 )
 from nasframe.app.lm import next_token_loss
 from nasframe.app.model_registry import ModelBundle, get_model_entry
 from nasframe.app.text import TextCorpus, load_corpus_file, stdlib_corpus
 from nasframe.cost.budget import Constraint
-from nasframe.errors import UserInputError
+from nasframe.errors import InfeasibleConstraintError, UserInputError
 from nasframe.plugins import get_algorithm
 from nasframe.reconstruction.reconstruct import ReconstructionReport, reconstruct
 from nasframe.reconstruction.targets import bias_reserve
@@ -78,7 +81,7 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
     with phase("load_model"):
         settings, bundle = _load_model(settings, log)
     with phase("tokenize"):
-        batches = job_batches(corpus, bundle.encode, settings)
+        batches = job_batches(corpus, bundle.encode, settings, _weights(bundle.model)[0])
     with phase("evaluate_before"):
         before = measure(
             bundle.model,
@@ -111,6 +114,8 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
         outcome=outcome,
         repaired=repaired,
     )
+    device, dtype = _weights(pruned)
+    summary["device"], summary["dtype"] = str(device), str(dtype).removeprefix("torch.")
     if not distributed.is_main():  # every rank holds the same result; rank 0 writes it
         summary["timings_s"] = timings
         return JobReport(summary, out, timings)
@@ -138,13 +143,20 @@ def _check_inputs(settings: JobSettings) -> tuple[JobSettings, Constraint, BaseS
 def _load_model(
     settings: JobSettings, log: Callable[[str], None]
 ) -> tuple[JobSettings, ModelBundle]:
-    """The model's bundle (in eval mode), and the settings with the model's sizes filled in."""
-    log(f"loading model {settings.model} ...")
+    """The model's bundle (in eval mode, on ``--device``, its weights in ``--dtype`` when
+    given), and the settings with the model's sizes filled in."""
+    device, dtype = resolve_device(settings.device), weights_dtype(settings.dtype)
+    log(f"loading model {settings.model} on {device} ...")
     entry = get_model_entry(settings.model)
     settings = with_model_defaults(settings, entry.job_defaults)
     bundle = entry.load_bundle(
-        progress=settings.verbose, trust_remote_code=settings.trust_remote_code
+        progress=settings.verbose,
+        trust_remote_code=settings.trust_remote_code,
+        device=device,
+        dtype=dtype,
     )
+    # A loader that takes no device or dtype (a third-party one) loaded its own: move it.
+    bundle.model.to(device=device, dtype=dtype)
     bundle.model.eval()
     return settings, bundle
 
@@ -187,8 +199,16 @@ def _search(
         if reserve
         else constraint
     )
+    searcher.data_identity = _job_key(settings, corpus)  # a checkpoint of other data is refused
     with phase("search"):
-        result = searcher.search(space, searched, dummy_input=batches.dummy_input, config=config)
+        try:
+            result = searcher.search(space, searched, batches.dummy_input, config)
+        except InfeasibleConstraintError as error:
+            if not reserve:
+                raise
+            smallest = searcher.cost_model.cost("params", space.min_config())
+            mode = settings.reconstruct
+            raise reserve_error(error, constraint, params_before, reserve, smallest, mode) from None
     return SearchOutcome(
         result=result,
         config=config,
@@ -274,6 +294,14 @@ def _job_key(settings: JobSettings, corpus: TextCorpus) -> str:
 
 
 # --- small helpers ---------------------------------------------------------------------------
+
+
+def _weights(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and dtype of the model's first floating-point parameter (the weights')."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.device, param.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
 
 
 def _phase_timer(timings: dict[str, float]) -> Callable[[str], Any]:

@@ -25,17 +25,24 @@ class JobBatches:
     calibration: list[torch.Tensor]  # scoring (gradnas) and reconstruction
     held_back: list[torch.Tensor]  # fastnas's score_func
     evaluation: list[torch.Tensor]  # perplexity before and after
+    # The model's device: batches stay on the CPU (the loss moves each one), the dummy
+    # input, which the cost model runs the model on directly, goes there.
+    device: torch.device = torch.device("cpu")
 
     @property
     def dummy_input(self) -> torch.Tensor:
         """One sequence: what the cost model and the FLOP count run the model on."""
-        return self.evaluation[0][:1, :-1]
+        return self.evaluation[0][:1, :-1].to(self.device)
 
 
 def job_batches(
-    corpus: TextCorpus, encode: Callable[[str], list[int]], settings: JobSettings
+    corpus: TextCorpus,
+    encode: Callable[[str], list[int]],
+    settings: JobSettings,
+    device: torch.device | None = None,
 ) -> JobBatches:
-    """Calibration batches, held-back score batches (fastnas), evaluation batches."""
+    """Calibration batches, held-back score batches (fastnas), evaluation batches; the dummy
+    input on ``device`` (the model's; the CPU when None)."""
     wanted = settings.calibration_batches + settings.score_batches
     row = settings.batch_size * (settings.seq_len + 1)
     calibration_ids = encode_enough(encode, corpus.calibration, wanted * row)
@@ -54,7 +61,9 @@ def job_batches(
         evaluation_ids, settings.seq_len, settings.batch_size, settings.eval_batches
     )
     calibration = batches[: min(settings.calibration_batches, len(batches) - held)]
-    return JobBatches(calibration, batches[len(batches) - held :], evaluation)
+    return JobBatches(
+        calibration, batches[len(batches) - held :], evaluation, device or torch.device("cpu")
+    )
 
 
 def encode_enough(encode: Callable[[str], list[int]], text: str, needed: int) -> list[int]:

@@ -2,8 +2,9 @@
 
 :func:`build_summary` is the one place the summary's fields are laid out;
 :func:`write_outputs` saves the pruned model (the nasframe format holds any pruned shape),
-also in the model family's standard format where it has one (:func:`save_plain`), then the
-summary, last, so a summary on disk always describes a complete save.
+also in the model family's standard format where it has one (:func:`save_plain`) and as a
+GGUF file for llama.cpp (``nasframe.app.exporting.gguf_output``), then the summary, last, so
+a summary on disk always describes a complete save.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import torch
 
 import nasframe.distributed as distributed
 from nasframe.app.evaluation import Measurement
+from nasframe.app.exporting.gguf_output import write_gguf_output
 from nasframe.app.job_settings import JOB_SEARCH_DEFAULTS, JobSettings
 from nasframe.app.model_registry import ModelBundle
 from nasframe.cost.budget import Constraint
-from nasframe.errors import UserInputError
+from nasframe.errors import InfeasibleConstraintError, UserInputError
 from nasframe.io.atomic import atomic_write_directory, atomic_write_json
 from nasframe.io.serialization import save
 from nasframe.reconstruction.reconstruct import ReconstructionReport
@@ -113,6 +115,38 @@ def build_summary(
     }
 
 
+def reserve_error(
+    error: InfeasibleConstraintError,
+    constraint: Constraint,
+    params_before: int,
+    reserve: int,
+    smallest: float,
+    mode: str,
+) -> InfeasibleConstraintError:
+    """The error of a search whose limit the bias reserve lowered, told in the user's terms:
+    the constraint they wrote, how much was held back and why (the search itself only saw
+    the lowered absolute limit, which the user never wrote)."""
+    limit = constraint.limit(params_before)
+    why = (
+        f"--reconstruct {mode} may give the maps it repairs up to {reserve:,} bias "
+        f"parameters, so the search keeps {reserve:,} params in reserve"
+    )
+    if smallest + reserve > limit:
+        least = smallest + reserve
+        # Without the reserve the search would fit: the user may also drop reconstruction.
+        alternative = ", or pass --reconstruct none" if smallest <= limit else ""
+        return InfeasibleConstraintError(
+            f"constraint {constraint} asks for {limit:,.0f} params, but {why} and the smallest "
+            f"reachable sub-network ({smallest:,.0f}) plus that reserve is {least:,.0f} "
+            f"({100 * least / params_before:.1f}% of {params_before:,}); relax the constraint "
+            f"to at least that{alternative}."
+        )
+    return InfeasibleConstraintError(
+        f"for constraint {constraint} ({limit:,.0f} params) {why}, which lowers the search's "
+        f"limit to {limit - reserve:,.0f}: {error}"
+    )
+
+
 def save_model(
     bundle: ModelBundle,
     pruned: torch.nn.Module,
@@ -121,8 +155,8 @@ def save_model(
     out: Path,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Save ``pruned`` in the nasframe format, and the family's where it can; returns the
-    summary's ``exports`` entry."""
+    """Save ``pruned`` in the nasframe format, and the family's and llama.cpp's (GGUF) where
+    they can hold it; returns the summary's ``exports`` entry."""
     save(
         pruned,
         out,
@@ -132,7 +166,8 @@ def save_model(
         kept_units=space.kept_units(),
         added_biases=space.added_biases,
     )
-    return save_plain(bundle, pruned, out, log)
+    exports = save_plain(bundle, pruned, out, log)
+    return exports | write_gguf_output(bundle.save_gguf, pruned, out, log)
 
 
 def write_summary(out: Path, summary: dict[str, Any]) -> None:

@@ -8,10 +8,13 @@ a typo must not cost a model load.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from nasframe.errors import UserInputError
 from nasframe.reconstruction.reconstruct import RECONSTRUCT_MODES
@@ -49,6 +52,20 @@ class JobSettings:
     # Repair of the kept weights after pruning (see nasframe.reconstruct); the default is the
     # mode the SmolLM2 benchmark measured best (docs/results.md).
     reconstruct: str = "lsq"
+    # Where the model runs (auto: CUDA when available) and the dtype of its weights (None:
+    # the model's own: a directory's saved dtype, float32 for a GGUF file or a built-in model).
+    device: str = "auto"
+    dtype: str | None = None
+
+
+#: ``--dtype`` names and the weight dtypes they mean. Masks, scores and reconstruction
+#: statistics stay in float32/float64 whatever the weights' dtype.
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 
 #: The allocation settings of the main job where the algorithm accepts them: the combination
@@ -98,6 +115,8 @@ def check_job_settings(settings: JobSettings, config_type: type[SearchConfig]) -
     """Fail before any work when an option is bad, or given to an algorithm whose search
     config (``config_type``) does not accept it, or when an output path cannot be created."""
     _check_search_options_supported(settings, config_type)
+    resolve_device(settings.device)
+    weights_dtype(settings.dtype)
     out = Path(settings.out)
     if out.exists() and not out.is_dir():
         raise UserInputError(f"--out {out} is a file; pass a directory path.")
@@ -130,6 +149,45 @@ def _check_search_options_supported(settings: JobSettings, config_type: type[Sea
             f"--uniform is not supported by --algo {settings.algorithm}; drop --uniform or "
             "choose an algorithm that supports it (see `nasframe algos`)."
         )
+
+
+def resolve_device(spec: str) -> torch.device:
+    """The device ``--device spec`` names, checked: ``auto`` is CUDA when available, else the
+    CPU. Under torchrun, ``auto`` and ``cuda`` mean this rank's GPU (``LOCAL_RANK``).
+
+    Raises UserInputError for CUDA on a machine without it, or a GPU index it lacks.
+    """
+    text = spec.strip().lower()
+    if text == "auto":
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return torch.device("cpu")
+    kind, _, index = text.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise UserInputError(f"--device {spec} is not a device; pass {DEVICE_CHOICES}.")
+    if not torch.cuda.is_available():
+        raise UserInputError(
+            f"--device {spec} asks for CUDA, but this machine has no usable CUDA GPU (torch "
+            f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); pass --device cpu "
+            "or --device auto."
+        )
+    count = torch.cuda.device_count()
+    number = int(index) if index else int(os.environ.get("LOCAL_RANK", "0"))
+    if number >= count:
+        raise UserInputError(
+            f"--device {spec} asks for GPU {number}, but this machine has {count} (0 to "
+            f"{count - 1}); pass --device cuda:0 .. cuda:{count - 1}."
+        )
+    return torch.device("cuda", number)
+
+
+def weights_dtype(name: str | None) -> torch.dtype | None:
+    """The dtype ``--dtype name`` names (None: keep the model's own)."""
+    if name is None:
+        return None
+    if name not in DTYPES:
+        raise UserInputError(f"--dtype {name} is not supported; pass one of {', '.join(DTYPES)}.")
+    return DTYPES[name]
 
 
 def _check_parents(path: Path, flag: str) -> None:

@@ -9,6 +9,7 @@ anything.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
+import torch
 from torch import nn
 
 from nasframe.app import hookspecs
@@ -43,6 +45,10 @@ class ModelBundle:
     name: str
     architecture: dict[str, Any] = field(default_factory=dict)  # {"name": ..., "kwargs": {...}}
     save_plain: Callable[[nn.Module, Path], Path] | None = None
+    #: ``save_gguf(exported_model, path, dtype)`` writes a GGUF file llama.cpp runs ("f32",
+    #: "f16" or "bf16" weights), with the tokenizer of the model it was loaded from; raises
+    #: :class:`UserInputError` when llama.cpp cannot express the pruned model.
+    save_gguf: Callable[[nn.Module, Path, str], Path] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,9 @@ class ModelEntry:
 
     ``load(progress=True, trust_remote_code=False)`` returns a :class:`ModelBundle` with
     trained weights (showing progress bars only when ``progress``; running code shipped with
-    a model only when ``trust_remote_code``, which a loader that runs none ignores).
+    a model only when ``trust_remote_code``, which a loader that runs none ignores). A loader
+    may also take ``device`` and ``dtype`` (a ``torch.device``; a ``torch.dtype`` or None for
+    the model's own) and load straight there; the job moves the model of one that does not.
     ``architecture(**kwargs)`` builds an untrained model of the same shape from the bundle's
     JSON-able ``architecture["kwargs"]``.
     """
@@ -62,10 +70,38 @@ class ModelEntry:
     # The job's sizes that suit this model (``divisor``, ``seq_len``, ``batch_size``,
     # ``calibration_batches``, ``score_batches``, ``eval_batches``); flags override them.
     job_defaults: Mapping[str, int] = field(default_factory=dict)
+    # ``save_gguf`` as the bundle's (see ModelBundle), without loading the model: what
+    # ``nasframe export DIR --to gguf`` uses for a result saved earlier.
+    save_gguf: Callable[[nn.Module, Path, str], Path] | None = None
 
-    def load_bundle(self, progress: bool = True, trust_remote_code: bool = False) -> ModelBundle:
-        """Call ``load`` with both flags, by keyword (every loader takes them)."""
-        return self.load(progress=progress, trust_remote_code=trust_remote_code)
+    def load_bundle(
+        self,
+        progress: bool = True,
+        trust_remote_code: bool = False,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> ModelBundle:
+        """Call ``load`` with both flags, by keyword (every loader takes them), and with
+        ``device`` and ``dtype`` where given and the loader takes them (older loaders do not;
+        the caller then moves the model)."""
+        extra = {
+            key: value
+            for key, value in (("device", device), ("dtype", dtype))
+            if value is not None and _accepts(self.load, key)
+        }
+        return self.load(progress=progress, trust_remote_code=trust_remote_code, **extra)
+
+
+def _accepts(function: Callable[..., Any], keyword: str) -> bool:
+    """Whether ``function`` takes ``keyword`` (by name or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: pass nothing extra
+        return False
+    return any(
+        p.kind is p.VAR_KEYWORD or (p.name == keyword and p.kind is not p.POSITIONAL_ONLY)
+        for p in parameters
+    )
 
 
 def app_plugin_manager() -> pluggy.PluginManager:

@@ -7,8 +7,9 @@ model of :mod:`nasframe.cost.flop_model`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from nasframe.cost.budget import CONSTRAINT_KINDS, Constraint
@@ -20,9 +21,35 @@ from nasframe.space.search_space import Config, SearchSpace
 
 @dataclass(frozen=True)
 class _ParamEntry:
-    shape: tuple[int, ...]
-    owned: dict[int, list[Hparam]]  # dimension -> the hparams whose units index it
+    """One distinct parameter, compiled for counting: per dimension its length, the ids of
+    the hparams whose units index it and the product of their full sizes; the layer-like
+    units it lives in."""
+
+    dims: tuple[tuple[int, tuple[int, ...], int], ...]  # (length, hparam ids, denominator)
     presence: list[tuple[Hparam, int]]  # (layer-like hparam, position) that must be kept
+
+    @property
+    def hparam_ids(self) -> set[int]:
+        """The hparams whose sizes this parameter's count depends on."""
+        return {i for _, ids, _ in self.dims for i in ids} | {id(hp) for hp, _ in self.presence}
+
+    def count(self, sizes: Mapping[int, int], kept: KeptUnits) -> int:
+        """Elements kept under ``sizes``: each hparam on a dimension keeps its fraction of it
+        (rows of a GQA query projection are (KV groups kept) x (heads per group kept) x
+        head_dim); none when a layer it lives in is dropped."""
+        if self.presence and not kept.all_present(self.presence):
+            return 0
+        return self.count_kept(sizes)
+
+    def count_kept(self, sizes: Mapping[int, int]) -> int:
+        """Elements kept under ``sizes`` when every layer it lives in is kept."""
+        count = 1
+        for length, ids, denominator in self.dims:
+            numerator = 1
+            for i in ids:
+                numerator *= sizes[i]
+            count *= length * numerator // denominator if denominator else 0
+        return count
 
 
 class CostModel:
@@ -36,7 +63,8 @@ class CostModel:
 
     def _collect_param_entries(self) -> list[_ParamEntry]:
         """For each distinct parameter: its shape, the hparams that index each of its
-        dimensions, and the layer-like units it lives in."""
+        dimensions, and the layer-like units it lives in (read from shapes only, so a model
+        on the meta device counts the same)."""
         owned: dict[int, dict[int, list[Hparam]]] = {}
         for _, module in self.space.dynamic_modules():
             for slot, slot_dims in module.slots.items():
@@ -54,11 +82,16 @@ class CostModel:
             if id(param) in seen:
                 continue
             seen.add(id(param))
-            entries.append(
-                _ParamEntry(
-                    tuple(param.shape), owned.get(id(param), {}), presence.get(id(param), [])
+            by_dim = owned.get(id(param), {})
+            dims = tuple(
+                (
+                    length,
+                    tuple(id(hp) for hp in by_dim.get(dim, ())),
+                    math.prod(hp.max for hp in by_dim.get(dim, ())),
                 )
+                for dim, length in enumerate(param.shape)
             )
+            entries.append(_ParamEntry(dims, presence.get(id(param), [])))
         return entries
 
     def _sizes(self, config: Mapping[str, int] | None) -> dict[int, int]:
@@ -70,20 +103,73 @@ class CostModel:
         """Distinct parameters of the sub-network ``config`` (tied weights counted once)."""
         sizes = self._sizes(config)
         kept = KeptUnits(sizes)
-        total = 0
-        for entry in self._param_entries:
-            if not kept.all_present(entry.presence):
-                continue
-            count = 1
-            for dim, length in enumerate(entry.shape):
-                # Each hparam on a dimension keeps its fraction of it: rows of a GQA query
-                # projection are (KV groups kept) x (heads per group kept) x head_dim.
-                hparams = entry.owned.get(dim, ())
-                numerator = math.prod(sizes[id(hp)] for hp in hparams)
-                denominator = math.prod(hp.max for hp in hparams)
-                count *= length * numerator // denominator if denominator else 0
-            total += count
-        return total
+        return sum(entry.count(sizes, kept) for entry in self._param_entries)
+
+    def params_along(
+        self, config: Mapping[str, int] | None, names: Sequence[str], sizes: Sequence[int]
+    ) -> list[int]:
+        """``params`` of ``config`` with every hparam in ``names`` set to each of ``sizes``.
+
+        The same counts as one ``params`` call per size, but only the parameters those
+        hparams index are recounted: an allocation that sweeps every size of every hparam
+        then costs (sizes x the parameters each touches), not (sizes x all parameters).
+        """
+        base_sizes = self._sizes(config)
+        varied = [id(self.space.all_hparams[name]) for name in names]
+        touched = set().union(*(self._entries_of.get(i, ()) for i in varied))
+        kept = KeptUnits(base_sizes)
+        fixed = sum(
+            entry.count(base_sizes, kept)
+            for index, entry in enumerate(self._param_entries)
+            if index not in touched
+        )
+        # A parameter whose layers the sweep does not drop is present or absent throughout.
+        present, layered = [], []
+        for index in sorted(touched):
+            entry = self._param_entries[index]
+            if any(id(hp) in varied for hp, _ in entry.presence):
+                layered.append(entry)
+            elif kept.all_present(entry.presence):
+                present.append(entry)
+        # Present parameters with the same shape, swept dimensions and fixed sizes (one per
+        # layer, mostly) count the same: count each kind once, times how many there are.
+        kinds: dict[tuple, int] = {}
+        for entry in present:
+            key = tuple(
+                (
+                    length,
+                    sum(i in varied for i in ids),
+                    math.prod(base_sizes[i] for i in ids if i not in varied),
+                    denominator,
+                )
+                for length, ids, denominator in entry.dims
+            )
+            kinds[key] = kinds.get(key, 0) + 1
+        counts = []
+        for size in sizes:
+            total = fixed
+            for key, multiplicity in kinds.items():
+                count = 1
+                for length, swept_dims, other, denominator in key:
+                    numerator = size**swept_dims * other
+                    count *= length * numerator // denominator if denominator else 0
+                total += multiplicity * count
+            if layered:
+                swept = dict(base_sizes)
+                swept.update(dict.fromkeys(varied, size))
+                kept = KeptUnits(swept)
+                total += sum(entry.count(swept, kept) for entry in layered)
+            counts.append(total)
+        return counts
+
+    @cached_property
+    def _entries_of(self) -> dict[int, list[int]]:
+        """For each hparam (by id): the indices of the parameter entries it changes."""
+        index: dict[int, list[int]] = {}
+        for position, entry in enumerate(self._param_entries):
+            for hparam_id in entry.hparam_ids:
+                index.setdefault(hparam_id, []).append(position)
+        return index
 
     def flops(self, config: Mapping[str, int] | None = None) -> int:
         """Forward FLOPs of ``config`` on the dummy input (as FlopCounterMode counts them)."""
@@ -116,8 +202,9 @@ class CostModel:
             f"unknown constraint {kind!r}; use one of {', '.join(CONSTRAINT_KINDS)}."
         )
 
-    def cost_fn(self, kind: str) -> Callable[[Mapping[str, int]], float]:
-        return lambda config: self.cost(kind, config)
+    def cost_fn(self, kind: str) -> CostFunction:
+        """``kind``'s cost as a function of a config, with a fast sweep for allocations."""
+        return CostFunction(self, kind)
 
     def resolve(self, constraint: Constraint) -> float:
         """The absolute limit of ``constraint``; an error naming the smallest reachable cost
@@ -132,3 +219,27 @@ class CostModel:
                 f"{original:,.0f}); relax the constraint to at least that."
             )
         return limit
+
+
+@dataclass(frozen=True)
+class CostFunction:
+    """One kind of cost of a :class:`CostModel` as a callable ``config -> float``.
+
+    :meth:`along` gives the costs of one config with some hparams swept over sizes: what a
+    cost-aware allocation asks for every size of every hparam. For parameters it recounts
+    only what the swept hparams index; other kinds evaluate each config.
+    """
+
+    model: CostModel
+    kind: str
+
+    def __call__(self, config: Mapping[str, int]) -> float:
+        return self.model.cost(self.kind, config)
+
+    def along(
+        self, config: Mapping[str, int], names: Sequence[str], sizes: Sequence[int]
+    ) -> list[float]:
+        """The cost of ``config`` with every hparam in ``names`` set to each of ``sizes``."""
+        if self.kind == "params":
+            return [float(c) for c in self.model.params_along(config, names, sizes)]
+        return [self({**config, **dict.fromkeys(names, size)}) for size in sizes]

@@ -44,7 +44,10 @@ def measure_flops(
 ) -> tuple[int, dict[str, int]]:
     """Run the model under ``config`` with FlopCounterMode; total and per-module FLOPs.
 
-    The space's config is restored afterwards, even on error.
+    The space's config is restored afterwards, even on error. A crash is reported as the
+    dummy input not fitting only when the unpruned model fails on it too; a model that runs
+    at its full size but crashes at ``config`` is reported as that (see
+    :func:`_explain_failure`).
     """
     try:
         with space.selected(config):
@@ -52,10 +55,65 @@ def measure_flops(
     except UserInputError:
         raise
     except Exception as error:
-        raise UserInputError(
-            f"the dummy input does not fit the model ({type(error).__name__}: {error}); pass an "
-            "input the model's forward accepts."
-        ) from error
+        raise _explain_failure(space, config, dummy_input, error) from error
+
+
+def _explain_failure(
+    space: SearchSpace, config: Config, dummy_input: Any, error: Exception
+) -> UserInputError:
+    """Tell a dummy input the model rejects from a model that crashes on a valid one.
+
+    The full config is the original model: if it runs on the dummy input, the input fits and
+    the crash is the pruned config's (a forward that hard-codes a size pruning changes).
+    """
+    what = f"{type(error).__name__}: {_first_line(error)}"
+    full = space.max_config()
+    if dict(config) != full:
+        try:
+            with space.selected(full):
+                count_flops(space.model, dummy_input)
+        except Exception:
+            pass  # the unpruned model fails too: the input, reported below
+        else:
+            pruned = {k: v for k, v in config.items() if full.get(k) != v}
+            return UserInputError(
+                f"the model runs on the dummy input at its full size but crashes when pruned "
+                f"to {_summary(pruned)} ({what}); its forward probably depends on a size "
+                "pruning changes (e.g. a hard-coded reshape): keep those hparams at full size "
+                "with rules, or make the forward read sizes from its tensors."
+            )
+    return UserInputError(
+        f"the dummy input does not fit the model: the unpruned model fails on "
+        f"{_describe(dummy_input)} ({what}); pass an input the model's forward accepts "
+        "(check that model(dummy_input) runs)."
+    )
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else "no message"
+
+
+def _summary(config: Config, at_most: int = 3) -> str:
+    items = [f"{name}={size}" for name, size in sorted(config.items())]
+    more = f" and {len(items) - at_most} more" if len(items) > at_most else ""
+    return ", ".join(items[:at_most]) + more
+
+
+def _describe(inputs: Any) -> str:
+    """A short description of the dummy input: shapes and dtypes of its tensors."""
+    if isinstance(inputs, torch.Tensor):
+        dtype = str(inputs.dtype).removeprefix("torch.")
+        return f"a {dtype} tensor of shape {tuple(inputs.shape)} on {inputs.device}"
+    if isinstance(inputs, Mapping):
+        return (
+            "keyword arguments {"
+            + ", ".join(f"{key}: {_describe(value)}" for key, value in inputs.items())
+            + "}"
+        )
+    if isinstance(inputs, tuple):
+        return "arguments (" + ", ".join(_describe(value) for value in inputs) + ")"
+    return f"a {type(inputs).__name__}"
 
 
 class FlopModel:

@@ -16,7 +16,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
+import torch
 from torch import nn
 
 from nasframe.errors import UserInputError
@@ -136,6 +138,9 @@ def load(
     pruned = export(space, inplace=True, finalize=finalize)
     if rebuilt:
         pruned.eval()  # a freshly built model is in training mode (dropout on)
+    saved_dtype = _saved_float_dtype(weights)
+    if saved_dtype is not None:  # a model saved in bf16 loads in bf16, not the build's fp32
+        pruned.to(saved_dtype)
     try:
         missing, unexpected = safetensors.torch.load_model(pruned, weights, strict=False)
     except (RuntimeError, safetensors.SafetensorError) as error:  # other shapes; not safetensors
@@ -151,6 +156,23 @@ def load(
             "pruned from."
         )
     return pruned
+
+
+_SAFETENSORS_FLOATS = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+
+
+def _saved_float_dtype(weights: Path) -> torch.dtype | None:
+    """The one floating-point dtype of the saved weights (read from the header only), or None
+    when they mix several, hold none or are no safetensors file."""
+    try:
+        with safetensors.safe_open(str(weights), "pt") as saved:
+            kinds = {saved.get_slice(name).get_dtype() for name in saved.keys()}  # noqa: SIM118
+    except (OSError, safetensors.SafetensorError):  # not safetensors: load_model says so
+        return None
+    floats = {kind for kind in kinds if kind.startswith(("F", "BF"))}
+    if len(floats) != 1:
+        return None
+    return _SAFETENSORS_FLOATS.get(floats.pop())
 
 
 def _add_recorded_biases(model: nn.Module, added: Any) -> None:

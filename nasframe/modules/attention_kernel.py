@@ -3,7 +3,8 @@
 Both the dynamic attention (weights sliced to the kept heads) and its slim export (weights of
 the kept sizes) run this one function, so they compute exactly the same thing; it reproduces
 ``nn.MultiheadAttention``'s forward, including its masks, for head widths that class cannot
-express. A 3-D mask made for every head is restricted to the kept ones.
+express. A 3-D (per-head) mask may be made for the original heads, of which the kept ones are
+selected, or for the kept heads alone, in their original order (:func:`per_head_mask`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def multihead_attention(
         full_num_heads,
         kept_heads,
         q.dtype,
+        q.device,
     )
     dropout = module.dropout if module.training else 0.0
     if need_weights:
@@ -100,24 +102,58 @@ def _merged_mask(
     full_num_heads,
     kept_heads,
     dtype,
+    device,
 ) -> torch.Tensor | None:
     """One additive float mask of shape broadcastable to (batch, heads, target, source)."""
     mask = None
     if attn_mask is not None:
         mask = _additive(attn_mask, dtype)
-        if mask.dim() == 3:  # (batch * full heads, target, source)
-            mask = mask.view(batch, full_num_heads or num_heads, target_len, source_len)
-            if kept_heads is not None:
-                mask = mask[:, kept_heads]
+        if mask.dim() == 3:  # (batch * heads, target, source)
+            mask = per_head_mask(mask, batch, num_heads, full_num_heads, kept_heads)
         else:
             mask = mask.view(1, 1, target_len, source_len)
     elif is_causal:
-        causal = torch.ones(target_len, source_len, dtype=torch.bool).tril()
+        causal = torch.ones(target_len, source_len, dtype=torch.bool, device=device).tril()
         mask = _additive(~causal, dtype).view(1, 1, target_len, source_len)
     if key_padding_mask is not None:
         padding = _additive(key_padding_mask, dtype).view(batch, 1, 1, source_len)
         mask = padding if mask is None else mask + padding
     return mask
+
+
+def per_head_mask(
+    mask: torch.Tensor,
+    batch: int,
+    num_heads: int,
+    full_num_heads: int | None,
+    kept_heads: slice | torch.Tensor | None,
+) -> torch.Tensor:
+    """A 3-D mask ``(batch * heads, target, source)`` as ``(batch, num_heads, target, source)``
+    for the heads this module computes, in its order.
+
+    ``kept_heads`` are the original indices of those heads (``full_num_heads`` originally).
+    The mask may hold a slice per original head (the kept ones are selected: what the user
+    made for the unpruned model) or per kept head, in their original order.
+    """
+    target_len, source_len = mask.shape[-2:]
+    full = full_num_heads or num_heads
+    if kept_heads is not None and mask.shape[0] == batch * full:
+        if isinstance(kept_heads, torch.Tensor):
+            kept_heads = kept_heads.to(mask.device)
+        return mask.view(batch, full, target_len, source_len)[:, kept_heads]
+    if mask.shape[0] == batch * num_heads:
+        grid = mask.view(batch, num_heads, target_len, source_len)
+        if isinstance(kept_heads, torch.Tensor) and len(kept_heads) == num_heads:
+            ranks = kept_heads.argsort().argsort()  # position of each kept head in the mask
+            if not torch.equal(ranks, torch.arange(num_heads, device=ranks.device)):
+                grid = grid[:, ranks.to(mask.device)]
+        return grid
+    choices = f"{batch} x {full} (the original heads)"
+    if full != num_heads:
+        choices += f" or {batch} x {num_heads} (the kept heads)"
+    raise RuntimeError(
+        f"a 3-D attn_mask needs batch x heads = {choices} slices, got {mask.shape[0]}"
+    )
 
 
 def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -47,7 +47,9 @@ class LinearStats:
             )
         rows = x.detach().reshape(-1, self.features)
         self.rows += rows.shape[0]
-        self.sum += rows.to(torch.float64).sum(dim=0).cpu()
+        # Summed in float64 where the activations live (no float64 copy of them), whatever
+        # the weights' dtype; only the (features,) result crosses to the CPU.
+        self.sum += rows.sum(dim=0, dtype=torch.float64).cpu()
         if self.gram is not None:
             # One batch's product in (at least) float32, its sum over batches in float64:
             # a float64 matmul costs 2-4x more on a CPU, and a batch's rounding (~1e-7

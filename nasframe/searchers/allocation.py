@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 Sensitivity = Mapping[str, Mapping[int, float]]
 
@@ -128,7 +129,30 @@ def uniform_allocation(
         common = set.intersection(*(set(sensitivity[m]) for m in members))
         grouped[pattern] = {c: sum(sensitivity[m][c] for m in members) for c in common}
 
-    def expand(config: Mapping[str, int]) -> dict[str, int]:
-        return {m: size for pattern, size in config.items() for m in groups[pattern]}
+    grouped_cost = _GroupedCost(cost, groups)
+    return grouped_cost.expand(allocate(grouped, grouped_cost, limit))
 
-    return expand(allocate(grouped, lambda c: cost(expand(c)), limit))
+
+@dataclass(frozen=True)
+class _GroupedCost:
+    """``cost`` of a config over groups (each pattern's size given to all its members), with
+    the inner cost's sweep passed through when it has one."""
+
+    cost: Callable[[Mapping[str, int]], float]
+    groups: Mapping[str, list[str]]
+
+    def expand(self, config: Mapping[str, int]) -> dict[str, int]:
+        return {m: size for pattern, size in config.items() for m in self.groups[pattern]}
+
+    def __call__(self, config: Mapping[str, int]) -> float:
+        return self.cost(self.expand(config))
+
+    def along(
+        self, config: Mapping[str, int], names: Sequence[str], sizes: Sequence[int]
+    ) -> list[float]:
+        expanded = self.expand(config)
+        members = [m for pattern in names for m in self.groups[pattern]]
+        along = getattr(self.cost, "along", None)
+        if along is not None:
+            return along(expanded, members, sizes)
+        return [self.cost({**expanded, **dict.fromkeys(members, size)}) for size in sizes]

@@ -62,6 +62,10 @@ class BaseSearcher(ABC):
         self.settings: SearchConfig | None = None
         self.cost_model: CostModel | None = None
         self.timings: dict[str, float] = {}
+        #: What identifies the data the scores come from (e.g. a digest of the calibration
+        #: set), set by a caller that knows it (the CLI job does): part of the checkpoint's
+        #: fingerprint, so a checkpoint of other data is refused. None: not known.
+        self.data_identity: str | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -116,12 +120,16 @@ class BaseSearcher(ABC):
         return found
 
     def fingerprint(self) -> dict[str, Any]:
-        """What a checkpoint must match to be resumed: algorithm, search space and weights."""
-        return {
+        """What a checkpoint must match to be resumed: algorithm, search space, weights, and
+        the data's identity when the caller set :attr:`data_identity`."""
+        fingerprint = {
             "algorithm": self.name,
             "hparams": {name: hp.choices for name, hp in self.space.hparams.items()},
             "weights": weights_digest(self.space.model),
         }
+        if self.data_identity is not None:
+            fingerprint["data"] = self.data_identity
+        return fingerprint
 
     def restrict_space(self) -> None:
         """Narrow the space before the constraint is resolved (nothing here; the binary

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -38,8 +39,9 @@ class BinarySearcher(BaseSearcher):
     #: Whether sensitivities are measured with the user's score_func (fastnas) or derived
     #: from unit scores (gradnas); tells callers such as the CLI what to pass.
     uses_score_func: ClassVar[bool] = True
-    #: Longest time between checkpoint writes while measuring sensitivities: an interrupted
-    #: search loses at most this much work.
+    #: Longest time between checkpoint writes while measuring sensitivities (and while an
+    #: algorithm saves partial importance, e.g. gradnas's scoring): an interrupted search
+    #: loses at most this much work.
     SAVE_INTERVAL_S: ClassVar[float] = 2.0
     config_type: ClassVar[type[BinarySearchConfig]] = BinarySearchConfig
     settings: BinarySearchConfig | None
@@ -49,6 +51,10 @@ class BinarySearcher(BaseSearcher):
         # JSON-able facts about how importance was computed (e.g. batches used); kept in the
         # checkpoint so a resumed search reports them too.
         self.importance_info: dict[str, Any] = {}
+        # The checkpoint of the running search and its writer, for an algorithm that saves
+        # the partial state of a long importance computation (gradnas's scoring).
+        self._checkpoint: SearchCheckpoint | None = None
+        self._save_checkpoint: Callable[[], None] | None = None
 
     def hparam_names_for_search(self) -> list[str]:
         """The hparams this algorithm can score; the rest stay at full size."""
@@ -56,7 +62,38 @@ class BinarySearcher(BaseSearcher):
 
     @abstractmethod
     def compute_importance(self, names: list[str]) -> dict[str, torch.Tensor]:
-        """One score per unit of each named hparam (higher = more important)."""
+        """One score per unit of each named hparam (higher = more important).
+
+        A long computation may checkpoint its partial state with
+        :meth:`save_partial_importance` and pick it up with :meth:`partial_importance`.
+        """
+
+    def partial_importance(self) -> dict[str, Any] | None:
+        """The state an interrupted ``compute_importance`` of this same search saved (same
+        fingerprint), or None: start afresh."""
+        return None if self._checkpoint is None else self._checkpoint.partial_importance
+
+    def save_partial_importance(self, state: dict[str, Any]) -> None:
+        """Checkpoint the JSON-able ``state`` of an unfinished ``compute_importance``
+        (atomically; only rank 0 writes): a rerun gets it back from
+        :meth:`partial_importance`. Without a checkpoint path it does nothing."""
+        if self._checkpoint is None or self._save_checkpoint is None:
+            return
+        self._checkpoint.partial_importance = state
+        self._save_checkpoint()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The base fingerprint plus what the algorithm's scores depend on beyond the model
+        (:meth:`scoring_fingerprint`), so a checkpoint of other settings is refused."""
+        fingerprint = super().fingerprint()
+        scoring = self.scoring_fingerprint()
+        if scoring:
+            fingerprint["scoring"] = scoring
+        return fingerprint
+
+    def scoring_fingerprint(self) -> dict[str, Any]:
+        """JSON-able settings the importance depends on (none here; gradnas: its batches)."""
+        return {}
 
     @property
     def score_func(self) -> ScoreFunc:
@@ -112,12 +149,14 @@ class BinarySearcher(BaseSearcher):
         # The checkpoint keeps scores in the units' original order: the space may already be
         # sorted (a search interrupted or run before on it), and its units permuted.
         hparams = self.space.all_hparams
+        self._checkpoint, self._save_checkpoint = checkpoint, save
         with self.phase("importance"):
             if checkpoint.importance is None:
                 checkpoint.importance = {
                     name: _in_original_order(scores, hparams[name].unit_ids)
                     for name, scores in self.compute_importance(names).items()
                 }
+                checkpoint.partial_importance = None
                 checkpoint.extra["importance_info"] = self.importance_info
                 save()
             else:

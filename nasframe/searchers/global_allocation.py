@@ -95,10 +95,11 @@ def hull_steps(
 ) -> list[Step]:
     """``name``'s steps along the lower convex hull of (cost saved, degradation), the costs
     taken with every other hparam as in ``anchor``; in order of increasing ratio."""
-    base = cost({**anchor, name: choices[0]})
+    costs = costs_along(cost, anchor, [name], choices)
+    base = costs[0]
     points = [(0.0, 0.0, choices[0])]
-    for choice in choices[1:]:
-        saved = base - cost({**anchor, name: choice})
+    for choice, cost_there in zip(choices[1:], costs[1:], strict=True):
+        saved = base - cost_there
         # A size that saves nothing more than a larger one is never worth taking.
         if saved > points[-1][0]:
             points.append((saved, degradation[choice], choice))
@@ -134,25 +135,46 @@ def greedy_prefix(
     Every step makes one hparam smaller, so the cost never rises along the steps and the
     prefix is found by bisection.
     """
-    configs = [dict(full)]
-    for step in steps:
-        configs.append({**configs[-1], step.name: step.end})
-    low, high = 0, len(configs) - 1  # invariant: configs[high] meets the limit
-    if cost(configs[high]) > limit:
+
+    def after(count: int) -> dict[str, int]:
+        # Replayed on demand: holding the config after every step would keep (steps x
+        # hparams) entries, which grows with the model.
+        config = dict(full)
+        for step in steps[:count]:
+            config[step.name] = step.end
+        return config
+
+    low, high = 0, len(steps)  # invariant: after(high) meets the limit
+    if cost(after(high)) > limit:
         # Linearised costs can order the steps so that the smallest sizes are not all
         # reached; fall back to every hparam at its smallest (known to meet the limit).
         return {name: choices[-1] for name, choices in usable.items()}
     while low < high:
         middle = (low + high) // 2
-        if cost(configs[middle]) <= limit:
+        if cost(after(middle)) <= limit:
             high = middle
         else:
             low = middle + 1
     if high == 0:
-        return configs[0]
+        return after(0)
     last = steps[high - 1]
-    before = configs[high - 1]
+    before = after(high - 1)
     for size in usable[last.name]:
         if last.end <= size < last.start and cost({**before, last.name: size}) <= limit:
             return {**before, last.name: size}
-    return configs[high]
+    return after(high)
+
+
+def costs_along(
+    cost: Callable[[Mapping[str, int]], float],
+    config: Mapping[str, int],
+    names: list[str],
+    sizes: list[int],
+) -> list[float]:
+    """The cost of ``config`` with every hparam in ``names`` set to each of ``sizes``: the
+    cost function's own sweep when it has one (a :class:`nasframe.cost.cost_model.
+    CostFunction` recounts only what those hparams index), else one call per size."""
+    along = getattr(cost, "along", None)
+    if along is not None:
+        return along(config, names, sizes)
+    return [cost({**config, **dict.fromkeys(names, size)}) for size in sizes]

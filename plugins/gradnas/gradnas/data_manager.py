@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import torch
@@ -12,6 +13,13 @@ from nasframe.space.hparam import Hparam
 
 def _identity(scores: torch.Tensor) -> torch.Tensor:
     return scores
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """The device of the module's first parameter, else its first buffer, else the CPU."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 class GradientDataManager:
@@ -39,7 +47,8 @@ class GradientDataManager:
         shape: Shape of the mask: the number of units, or a per-element shape that
             ``reduce_func`` reduces to one score per unit.
         model: A module on the device the mask must live on (the gated module itself
-            will do); the mask goes on the device of its first parameter, or the CPU.
+            will do); the mask goes on the device of its first parameter (else buffer), or
+            the CPU.
         reduce_func: Maps the accumulated squared gradients (``shape``) to one score per
             unit of the hparam; the identity by default.
     """
@@ -51,7 +60,7 @@ class GradientDataManager:
         reduce_func: Callable[[torch.Tensor], torch.Tensor] = _identity,
     ) -> None:
         """Create a mask of ones and an empty sum of squared gradients (see the class)."""
-        device = next(iter(model.parameters()), torch.empty(0)).device
+        device = _device_of(model)
         self.mask = torch.ones(shape, dtype=torch.float32, device=device, requires_grad=True)
         self.reduce_func = reduce_func
         self.hparam: Hparam | None = None  # which hparam's units the mask gates; set by setup

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from torch import nn
 
 import nasframe.distributed as distributed
 from gradnas.data_manager import GradientDataManager
+from gradnas.scoring_state import ScoringState
 from nasframe.errors import UserInputError
 
 LossFunc = Callable[[nn.Module, Any], torch.Tensor]
@@ -65,44 +67,86 @@ def accumulate_mask_gradients(
     max_batches: int,
     convergence: Convergence = Convergence(),
     progress: Callable[..., Any] = lambda iterable, **_: iterable,
+    resume: ScoringState | None = None,
+    save: Callable[[ScoringState], None] | None = None,
+    save_interval_s: float = 2.0,
 ) -> ScoringReport:
-    """Run up to ``max_batches`` batches; after each, every manager processes its gradient."""
+    """Run up to ``max_batches`` batches; after each, every manager processes its gradient.
+
+    Resumable: ``save`` gets the state after a completed round at most every
+    ``save_interval_s`` seconds, and once more when the scoring is interrupted (Ctrl-C,
+    SIGTERM turned into an exception, an error); ``resume`` (such a state) restores the sums
+    and skips the batches already done, so the scores equal an uninterrupted run's exactly.
+    In a data-parallel run a state is always that of a completed, all-reduced round.
+    """
     masks = [manager.mask for manager in managers]
-    previous_mean: list[torch.Tensor] | None = None
-    calm = 0
-    processed = 0
     ranks = distributed.world_size()
+    committed, processed, calm = resume, 0, 0
+    previous_mean: list[torch.Tensor] | None = None
+    if resume is not None:
+        resume.restore(managers)
+        processed, calm = resume.batches, resume.calm
+        if processed and convergence.tol is not None:  # the mean the last round compared
+            previous_mean = [manager.accumulated / processed for manager in managers]
+    saved_batches, last_save = processed, time.monotonic()
     pending: list[torch.Tensor] = [torch.zeros_like(manager.accumulated) for manager in managers]
-    batches = itertools.islice(data_loader, max_batches)
+    # The batches already done are read and skipped, so the rest come in the same order.
+    batches = itertools.islice(data_loader, processed, max_batches)
+    bar = progress(
+        batches,
+        total=_batch_total(data_loader, max_batches),
+        initial=processed,
+        desc="gradnas scoring",
+    )
     # Scoring needs autograd even when the caller searches inside torch.no_grad().
-    with weights_frozen(model), torch.enable_grad():
-        index = -1
-        for index, batch in enumerate(progress(batches, total=max_batches, desc="gradnas scoring")):
-            # Data parallel: batch i is rank i % ranks's; a round of `ranks` batches ends in
-            # one all-reduce, so every rank adds the same sums (one rank: every batch).
-            if distributed.mine(index):
-                _backward(model, batch, loss_func, masks, index, first=index < ranks)
-                for delta, manager in zip(pending, managers, strict=True):
-                    delta += manager.take_squared_gradient()
-            if (index + 1) % ranks:
-                continue
-            processed = _add_round(managers, pending, index + 1 - processed, processed)
-            if convergence.tol is None:
-                continue
-            mean = [manager.accumulated / processed for manager in managers]
-            if previous_mean is not None:
-                change = _relative_change(mean, previous_mean)
-                calm = calm + 1 if change < convergence.tol else 0
-                if processed >= convergence.min_batches and calm >= convergence.patience:
-                    return ScoringReport(processed, stopped_early=True)
-            previous_mean = mean
-        if index + 1 > processed:  # the last, partial round
-            processed = _add_round(managers, pending, index + 1 - processed, processed)
+    try:
+        with weights_frozen(model), torch.enable_grad():
+            index = processed - 1
+            for index, batch in enumerate(bar, start=processed):
+                # Data parallel: batch i is rank i % ranks's; a round of `ranks` batches ends
+                # in one all-reduce, so every rank adds the same sums (one rank: every batch).
+                if distributed.mine(index):
+                    _backward(model, batch, loss_func, masks, index, first=index < ranks)
+                    for delta, manager in zip(pending, managers, strict=True):
+                        delta += manager.take_squared_gradient()
+                if (index + 1) % ranks:
+                    continue
+                processed = _add_round(managers, pending, index + 1 - processed, processed)
+                if convergence.tol is not None:
+                    mean = [manager.accumulated / processed for manager in managers]
+                    if previous_mean is not None:
+                        change = _relative_change(mean, previous_mean)
+                        calm = calm + 1 if change < convergence.tol else 0
+                        if processed >= convergence.min_batches and calm >= convergence.patience:
+                            return ScoringReport(processed, stopped_early=True)
+                    previous_mean = mean
+                if save is None:
+                    continue
+                committed = ScoringState.of(managers, processed, calm)
+                if time.monotonic() - last_save >= save_interval_s:
+                    save(committed)
+                    saved_batches, last_save = processed, time.monotonic()
+            if index + 1 > processed:  # the last, partial round
+                processed = _add_round(managers, pending, index + 1 - processed, processed)
+    except BaseException:
+        # Keep what the completed rounds computed; a rerun resumes from there.
+        if save is not None and committed is not None and committed.batches > saved_batches:
+            save(committed)
+        raise
     if processed == 0:
         raise UserInputError(
             "the data loader yielded no batches; give gradnas at least one calibration batch."
         )
     return ScoringReport(processed, stopped_early=False)
+
+
+def _batch_total(data_loader: Iterable[Any], max_batches: int) -> int | None:
+    """How many batches the scoring will read: the loader's length, if it has one, capped
+    at ``max_batches``; None (unknown) for a loader without a length."""
+    try:
+        return min(max_batches, len(data_loader))  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 def _backward(

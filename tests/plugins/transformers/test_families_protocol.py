@@ -64,7 +64,19 @@ def tiny_bert() -> nn.Module:
     return transformers.BertForMaskedLM(config).eval()
 
 
-TINY = {"llama": tiny_llama, "gpt2": tiny_gpt2, "bert": tiny_bert}
+def tiny_decoder() -> nn.Module:
+    config = transformers.Qwen3Config(  # recognised by its structure (families/decoder)
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
+
+
+TINY = {"llama": tiny_llama, "gpt2": tiny_gpt2, "bert": tiny_bert, "decoder": tiny_decoder}
 
 
 def hooks_of(model: nn.Module) -> dict[str, dict[str, list[int]]]:
@@ -161,4 +173,4 @@ def test_the_families_are_registered_without_importing_transformers() -> None:
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "['bert', 'gpt2', 'llama'] False"
+    assert result.stdout.strip() == "['bert', 'decoder', 'gpt2', 'llama'] False"

@@ -10,11 +10,14 @@ from __future__ import annotations
 from torch import nn
 
 from nasframe_transformers.families.bert import BERT
+from nasframe_transformers.families.decoder.family import DecoderFamily
 from nasframe_transformers.families.gpt2 import GPT2
 from nasframe_transformers.families.llama import LLAMA
 from nasframe_transformers.families.protocol import TransformersFamily
 
-FAMILIES: tuple[TransformersFamily, ...] = (LLAMA, GPT2, BERT)
+# The structure description comes last: it claims any decoder the hand-written ones do not.
+DECODER = DecoderFamily(before=(LLAMA, GPT2, BERT))
+FAMILIES: tuple[TransformersFamily, ...] = (LLAMA, GPT2, BERT, DECODER)
 
 
 def family_of(model: nn.Module) -> TransformersFamily | None:
