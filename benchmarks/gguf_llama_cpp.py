@@ -42,7 +42,8 @@ def measure(model: Path, text: Path, threads: int) -> dict:
     )
     gen = run("llama-completion", "-m", str(model), "-p", "The module", "-n", "128", "--temp",
               "0", "-no-cnv", "--ignore-eos", "-t", str(threads))  # fmt: skip
-    speed = re.search(r"eval time = .*?([0-9.]+) tokens per second", gen.split("prompt eval")[-1])
+    # the generation's own line, not "prompt eval time" (nor the "unaccounted time" formula)
+    speed = re.search(r"(?<!prompt )eval time =[^\n]*?([0-9.]+) tokens per second", gen)
     return {
         "file": str(model),
         "bytes": model.stat().st_size,

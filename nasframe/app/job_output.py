@@ -194,8 +194,8 @@ def save_plain(
         shutil.rmtree(target, ignore_errors=True)
         reason = str(error)
         exports["note"] = (
-            f"only the nasframe format was written to {out} (load it with nasframe.load); "
-            f"plain transformers cannot hold this model: {reason}"
+            f"no plain transformers directory was written to {out} (load the result with "
+            f"nasframe.load): plain transformers cannot hold this model: {reason}"
         )
         exports["reason"] = reason
         log(exports["note"])

@@ -137,8 +137,9 @@ def test_per_layer_widths_keep_only_the_nasframe_format(tmp_path: Path) -> None:
     assert exports["reason"] == "the intermediate_size differ between layers."
     assert lines == [exports["note"]]
     assert lines[0] == (
-        f"only the nasframe format was written to {out} (load it with nasframe.load); plain "
-        "transformers cannot hold this model: the intermediate_size differ between layers."
+        f"no plain transformers directory was written to {out} (load the result with "
+        "nasframe.load): plain transformers cannot hold this model: the intermediate_size "
+        "differ between layers."
     )
     assert list(out.iterdir()) == []  # neither the stale directory nor a partial one
 
