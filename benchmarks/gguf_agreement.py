@@ -72,7 +72,8 @@ def windowed_perplexity(model: torch.nn.Module, ids: list[int]) -> float:
 
 def agreeing_tokens(decode, tokens: list[int], text: str) -> int:
     """How many of ``tokens`` (from the start) ``text`` reproduces."""
-    return max((n for n in range(len(tokens) + 1) if text.startswith(decode(tokens[:n]))), default=0)
+    agreeing = [n for n in range(len(tokens) + 1) if text.startswith(decode(tokens[:n]))]
+    return max(agreeing, default=0)
 
 
 def main() -> None:
@@ -81,11 +82,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     import transformers
+    from nasframe_transformers.loading import smollm2_gguf_path
 
     import nasframe
     from nasframe.app.model_registry import get_model_entry
     from nasframe.app.text import stdlib_corpus
-    from nasframe_transformers.loading import smollm2_gguf_path
 
     out = Path(args.out)
     summary = json.loads((out / "summary.json").read_text())
