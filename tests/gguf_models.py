@@ -50,6 +50,7 @@ def llama_cpp(
             stdin=subprocess.DEVNULL,  # with pytest's stdin, llama-completion stops early
             capture_output=True,
             text=True,
+            errors="replace",  # a random model may generate bytes that are not UTF-8
             timeout=timeout,
             check=True,
         )
