@@ -10,7 +10,7 @@ The target of issue 15: peak RSS at most 2.0x the fp32 weights. Usage (about 4.5
 weights; run one at a time):
 
     OMP_NUM_THREADS=2 python benchmarks/tinyllama_phases.py [--allocation global] [--copy]
-        [--max-stats-gib 2] [--layers 22] [--json out.json]
+        [--max-stats-gib G] [--layers 22] [--json out.json]
 """
 
 from __future__ import annotations
@@ -117,7 +117,10 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=32)
     parser.add_argument("--reconstruct", default="lsq")
     parser.add_argument(
-        "--max-stats-gib", type=float, default=2.0, help="reconstruction statistics bound"
+        "--max-stats-gib",
+        type=float,
+        default=None,
+        help="reconstruction statistics bound (default: the library's, relative to the model)",
     )
     parser.add_argument("--copy", action="store_true", help="export a copy (inplace=False)")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -153,7 +156,7 @@ def main() -> None:
         batches,
         next_token_loss,
         args.reconstruct,
-        max_stats_bytes=int(args.max_stats_gib * 2**30),
+        max_stats_bytes=None if args.max_stats_gib is None else int(args.max_stats_gib * 2**30),
     )
     sampler.mark("export")
     exported = nasframe.export(space, inplace=not args.copy)

@@ -90,11 +90,14 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
             _label("perplexity before", settings),
         )
     log(before.line("before:"))
+    can_add_bias = _plain_bias_rule(bundle, settings)
     with phase("convert"):
         space = _convert(bundle.model, settings)
-    outcome = _search(searcher, space, constraint, before.params, batches, settings, corpus, phase)
+    outcome = _search(
+        searcher, space, constraint, before.params, batches, settings, corpus, phase, can_add_bias
+    )
     with phase("reconstruct"):
-        repaired = _reconstruct(space, batches, settings, log)
+        repaired = _reconstruct(space, batches, settings, log, can_add_bias)
     with phase("export"):
         pruned = export(space, inplace=True).eval()
     with phase("evaluate_after"):
@@ -161,6 +164,15 @@ def _load_model(
     return settings, bundle
 
 
+def _plain_bias_rule(bundle: ModelBundle, settings: JobSettings) -> Callable[[str], bool] | None:
+    """Where reconstruction may add a bias: a ``--uniform`` job is for the plain directory,
+    so only where the family's plain config can hold one (read before converting); anywhere
+    otherwise (None), since the nasframe format and GGUF hold every bias."""
+    if not settings.uniform or bundle.save_plain is None or bundle.plain_biases is None:
+        return None
+    return bundle.plain_biases(bundle.model).__contains__
+
+
 def _convert(model: torch.nn.Module, settings: JobSettings) -> SearchSpace:
     """The search space of ``model`` under the job's rules; an error when they leave nothing
     to prune."""
@@ -183,6 +195,7 @@ def _search(
     settings: JobSettings,
     corpus: TextCorpus,
     phase: Callable[[str], Any],
+    can_add_bias: Callable[[str], bool] | None = None,
 ) -> SearchOutcome:
     """Search ``space`` for ``constraint``, timed as the ``search`` phase.
 
@@ -193,7 +206,7 @@ def _search(
     reserve = 0
     prunes = constraint.kind == "params" and constraint.limit(params_before) < params_before
     if settings.reconstruct != "none" and prunes:
-        reserve = bias_reserve(space)
+        reserve = bias_reserve(space, can_add_bias)
     searched = (
         Constraint("params", constraint.limit(params_before) - reserve, relative=False)
         if reserve
@@ -219,20 +232,32 @@ def _search(
 
 
 def _reconstruct(
-    space: SearchSpace, batches: JobBatches, settings: JobSettings, log: Callable[[str], None]
+    space: SearchSpace,
+    batches: JobBatches,
+    settings: JobSettings,
+    log: Callable[[str], None],
+    can_add_bias: Callable[[str], bool] | None = None,
 ) -> ReconstructionReport:
-    """Repair the kept weights from calibration activations (``--reconstruct``)."""
+    """Repair the kept weights from calibration activations (``--reconstruct``), adding
+    biases only where ``can_add_bias`` allows."""
     repaired = reconstruct(
         space,
         batches.calibration,
         next_token_loss,
         settings.reconstruct,
         progress=progress_bar(_label("reconstruct", settings)),
+        can_add_bias=can_add_bias,
     )
     if settings.reconstruct != "none":
+        bias_free = (
+            f" ({len(repaired.without_bias)} without a bias the plain config cannot hold)"
+            if repaired.without_bias
+            else ""
+        )
         log(
             f"reconstruct ({settings.reconstruct}): {len(repaired.reconstructed)} projections "
-            f"repaired on {repaired.batches} calibration batches in {repaired.seconds:.1f} s"
+            f"repaired{bias_free} on {repaired.batches} calibration batches in "
+            f"{repaired.seconds:.1f} s"
         )
     return repaired
 

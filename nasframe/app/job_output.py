@@ -99,6 +99,7 @@ def build_summary(
         },
         "reconstruct": {
             "mode": settings.reconstruct,
+            **reconstruction_used(settings, repaired),
             "reconstructed": list(repaired.reconstructed),
             "skipped": dict(repaired.skipped),
             "added_biases": dict(repaired.added_biases),
@@ -112,6 +113,24 @@ def build_summary(
             "threads": torch.get_num_threads(),
             "ranks": distributed.world_size(),
         },
+    }
+
+
+def reconstruction_used(settings: JobSettings, repaired: ReconstructionReport) -> dict[str, Any]:
+    """The reconstruction actually run (``mode_used``), the maps refitted without a bias
+    (``without_bias``) and why (``mode_reason``; None when it is the mode asked for)."""
+    mode, without = settings.reconstruct, list(repaired.without_bias)
+    if not without:
+        return {"mode_used": mode, "mode_reason": None, "without_bias": without}
+    share = "" if len(without) == len(repaired.reconstructed) else f" for {len(without)} maps"
+    return {
+        "mode_used": f"{mode} without added biases{share}",
+        "mode_reason": (
+            "--uniform writes a plain transformers directory, and its config cannot hold a "
+            f"bias on {', '.join(without)}; their kept columns were refitted without one "
+            "(least squares without a bias term), so no bias was added there"
+        ),
+        "without_bias": without,
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,10 @@ class ModelBundle:
     name: str
     architecture: dict[str, Any] = field(default_factory=dict)  # {"name": ..., "kwargs": {...}}
     save_plain: Callable[[nn.Module, Path], Path] | None = None
+    #: ``plain_biases(model)``, offered with ``save_plain``: the parameter names of every bias
+    #: the family's plain config can hold (its own and those its bias flags switch on), so a
+    #: job that wants the plain directory reconstructs without adding any other bias.
+    plain_biases: Callable[[nn.Module], Container[str]] | None = None
     #: ``save_gguf(exported_model, path, dtype)`` writes a GGUF file llama.cpp runs ("f32",
     #: "f16" or "bf16" weights), with the tokenizer of the model it was loaded from; raises
     #: :class:`UserInputError` when llama.cpp cannot express the pruned model.

@@ -11,7 +11,10 @@ columns and the bias by damped least squares onto the dense output (``"lsq"``); 
 ``SLOTS`` index it), so
 slicing, export, ``nasframe.save`` (pass ``added_biases=space.added_biases``) and
 ``save_pretrained_pruned`` keep it. Maps it would be wrong to change are left alone and
-reported (see :mod:`nasframe.reconstruction.targets`).
+reported (see :mod:`nasframe.reconstruction.targets`). Where a bias may not be added
+(``can_add_bias``: a plain config that cannot hold one there), ``"lsq"`` refits the kept
+columns alone, without a bias term, and ``"bias"``, which has nothing to fold into, leaves
+the map alone.
 
 The statistics of all targets are measured before any weight changes, so every chunk of
 targets sees the same dense model and the result does not depend on ``max_stats_bytes``.
@@ -30,8 +33,13 @@ import torch
 from torch import nn
 
 from nasframe.errors import UserInputError
-from nasframe.reconstruction.refit import fold_bias, refit_least_squares
-from nasframe.reconstruction.stats import LinearStats, collect, plan_chunks
+from nasframe.reconstruction.refit import fold_bias, refit_kept_columns, refit_least_squares
+from nasframe.reconstruction.stats import (
+    LinearStats,
+    collect,
+    default_max_stats_bytes,
+    plan_chunks,
+)
 from nasframe.reconstruction.targets import Target, add_bias, find_targets
 from nasframe.space.search_space import SearchSpace
 
@@ -42,23 +50,25 @@ RECONSTRUCT_MODES = ("none", "bias", "lsq")
 class ReconstructionReport:
     """What :func:`reconstruct` did: the maps it changed (by the name of the module holding
     the weight), the ones it left alone and why, the biases it added (parameter name ->
-    size, what ``nasframe.save`` needs to rebuild them), batches and wall time."""
+    size, what ``nasframe.save`` needs to rebuild them), the maps refitted without a bias
+    because none could be added, batches and wall time."""
 
     mode: str
     reconstructed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     added_biases: dict[str, int] = field(default_factory=dict)
+    without_bias: list[str] = field(default_factory=list)
     batches: int = 0
     seconds: float = 0.0
 
 
 @dataclass
 class _Update:
-    """A target's new kept columns (None: unchanged) and full bias, pending until every
-    chunk has been measured."""
+    """A target's new kept columns (None: unchanged) and full bias (None: it has none and
+    gets none), pending until every chunk has been measured."""
 
     columns: torch.Tensor | None
-    bias: torch.Tensor
+    bias: torch.Tensor | None
 
 
 def reconstruct(
@@ -68,8 +78,9 @@ def reconstruct(
     mode: str,
     ridge: float = 1e-2,
     progress: Callable[..., Any] = lambda it, **_: it,
-    max_stats_bytes: int = 2 * 2**30,
+    max_stats_bytes: int | None = None,
     statistics: dict[str, LinearStats] | None = None,
+    can_add_bias: Callable[[str], bool] | None = None,
 ) -> ReconstructionReport:
     """Repair the maps whose inputs the selected config prunes; the model changes in place.
 
@@ -88,12 +99,18 @@ def reconstruct(
         progress: wraps an iterable to show progress (``progress(it, desc=...)``); the
             default shows nothing.
         max_stats_bytes: bound on the float64 statistics held at once: more targets than fit
-            are measured in several passes over ``batches``, with the same result.
+            are measured in several passes over ``batches``, with the same result. None (the
+            default): an eighth of the model's weight bytes, within [512 MiB, 2 GiB]
+            (:func:`~nasframe.reconstruction.stats.default_max_stats_bytes`), so the
+            statistics grow with the model instead of adding a fixed 2 GiB to it.
         statistics: target name -> measured statistics, read and filled: a map found in it
             is not measured again. Pass one dict to several calls on copies of the *same*
             model with the same unit order and batches (one searched space pruned to several
             budgets or modes) to run the calibration batches once; it holds every map's
             statistics, so it is for benchmarks and sweeps, not a bounded-memory run.
+        can_add_bias: whether a map without a bias may be given one, by the bias's
+            parameter name (None: every one may). A map that may not is refitted without a
+            bias term (``"lsq"``) or left alone (``"bias"``).
 
     Returns:
         A :class:`ReconstructionReport`: the maps changed, those left alone and why, the
@@ -113,10 +130,14 @@ def reconstruct(
         return report
     if not (isinstance(ridge, int | float) and math.isfinite(ridge) and ridge >= 0):
         raise UserInputError(f"ridge must be a finite number >= 0, got {ridge!r}; e.g. 0.01.")
+    if max_stats_bytes is None:
+        max_stats_bytes = default_max_stats_bytes(space.model)
     if max_stats_bytes <= 0:
         raise UserInputError(f"max_stats_bytes must be positive, got {max_stats_bytes!r}.")
     start = time.perf_counter()
     targets, report.skipped = find_targets(space)
+    if can_add_bias is not None:
+        targets = _without_forbidden_folds(targets, can_add_bias, mode, report)
     if targets:
         batches = _reiterable(batches)
         if hasattr(batches, "__len__") and len(batches) == 0:
@@ -135,7 +156,9 @@ def reconstruct(
         )
         with torch.no_grad():
             for target, update in updates:
-                if target.bias is None:
+                if target.bias is None and update.bias is None:
+                    report.without_bias.append(target.name)
+                elif target.bias is None:
                     add_bias(space.model, target.bias_name, target.out_features)
                     report.added_biases[target.bias_name] = target.out_features
                 _apply(target, update)
@@ -143,6 +166,27 @@ def reconstruct(
         space.added_biases.update(report.added_biases)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _without_forbidden_folds(
+    targets: list[Target],
+    can_add_bias: Callable[[str], bool],
+    mode: str,
+    report: ReconstructionReport,
+) -> list[Target]:
+    """``targets`` with a bias-free mark on those that lack a bias and may not get one; in
+    ``"bias"`` mode those are left alone instead (a fold needs a bias to fold into)."""
+    kept = []
+    for target in targets:
+        target.bias_free = target.bias is None and not can_add_bias(target.bias_name)
+        if target.bias_free and mode == "bias":
+            report.skipped[target.name] = (
+                "it has no bias and may not get one (the plain config cannot hold it), so "
+                "the removed inputs' mean has nothing to fold into"
+            )
+        else:
+            kept.append(target)
+    return kept
 
 
 def _measure_and_solve(
@@ -209,6 +253,11 @@ def _solve(target: Target, stats: LinearStats, lsq: bool, ridge: float) -> _Upda
         if bias is None
         else bias.detach().to(torch.float64)
     )
+    if target.bias_free:  # lsq without a bias term: the kept columns alone, on raw moments
+        kept = target.kept.to(weight.device)
+        moment = (stats.gram / stats.count).to(weight.device)
+        columns = refit_kept_columns(weight, moment, kept, ridge)
+        return _Update(columns.to(target.weight.dtype).cpu(), None)
     mean = stats.mean().to(weight.device)
     if not lsq:
         removed = target.removed.to(weight.device)
@@ -224,7 +273,8 @@ def _apply(target: Target, update: _Update) -> None:
     if update.columns is not None:
         target.matrix()[:, target.kept.to(weight.device)] = update.columns.to(weight.device)
     bias = target.bias
-    bias.copy_(update.bias.to(device=bias.device, dtype=bias.dtype))
+    if update.bias is not None:
+        bias.copy_(update.bias.to(device=bias.device, dtype=bias.dtype))
 
 
 def _reiterable(batches: Iterable[Any]) -> Iterable[Any]:

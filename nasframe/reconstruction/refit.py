@@ -12,6 +12,9 @@ close to the dense output on the calibration data:
   (SparseGPT's relative damping, so ``ridge`` is independent of the activations' scale).
   The objective at ``W'_K = W_K`` is the bias fold's error, so the damped optimum is never
   worse than the fold on the calibration data.
+- :func:`refit_kept_columns`: the same refit without a bias term, for a map that has no bias
+  and may not get one (a plain config that cannot hold it): on the raw second moment
+  ``S = E[x x^T]`` instead of the covariance, its optimum never worse than leaving ``W_K``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,25 @@ def refit_least_squares(
     columns = _solve_symmetric(system, target.T).T
     new_bias = bias + weight @ mean - columns @ mean[kept]
     return columns, new_bias
+
+
+def refit_kept_columns(
+    weight: torch.Tensor, moment: torch.Tensor, kept: torch.Tensor, ridge: float
+) -> torch.Tensor:
+    """New kept columns ``W'_K`` (float64) when there is no bias to refit: the least-squares
+    refit of ``W_K`` without a bias term.
+
+    ``W'_K = (W S[:, K] + lambda W_K) (S_KK + lambda I)^-1`` minimises
+    ``E||W x - W'_K x_K||^2 + lambda ||W'_K - W_K||^2`` for the second moment ``moment``
+    ``S = E[x x^T]``, with ``lambda = ridge * mean(diag S_KK)``; any bias the map has stays.
+    """
+    s_kk = moment[kept][:, kept]
+    damping = ridge * float(s_kk.diagonal().mean()) if len(kept) else 0.0
+    if ridge > 0 and not damping > 0:
+        damping = ridge  # every kept input is always zero: any damping keeps W_K
+    system = s_kk + damping * torch.eye(len(kept), dtype=s_kk.dtype, device=s_kk.device)
+    target = weight @ moment[:, kept] + damping * weight[:, kept]
+    return _solve_symmetric(system, target.T).T
 
 
 def _solve_symmetric(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:

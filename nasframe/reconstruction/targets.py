@@ -18,6 +18,7 @@ wrong rather than merely useless:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,8 @@ class Target:
     linear_map: LinearMap
     kept: torch.Tensor  # input element indices, ascending
     removed: torch.Tensor
+    # it lacks a bias and may not get one: refitted without a bias term (see reconstruct)
+    bias_free: bool = False
 
     @property
     def weight(self) -> nn.Parameter:
@@ -93,12 +96,13 @@ def find_targets(space: SearchSpace) -> tuple[list[Target], dict[str, str]]:
     return targets, skipped
 
 
-def bias_reserve(space: SearchSpace) -> int:
+def bias_reserve(space: SearchSpace, can_add_bias: Callable[[str], bool] | None = None) -> int:
     """At most how many parameters reconstruction can add to ``space``'s model, whatever
     config is selected: the full output size of every map without a bias that some config
     could make a target (its input indexed by an hparam that is neither a residual stream nor
-    normalised, its weight not shared). A parameter budget that must hold after
-    reconstruction is searched this much lower.
+    normalised, its weight not shared) and whose bias ``can_add_bias`` allows (by its
+    parameter name; None: every one). A parameter budget that must hold after reconstruction
+    is searched this much lower.
     """
     owners = _parameter_owners(space.model)
     normalised = _normalised_hparams(space)
@@ -112,6 +116,8 @@ def bias_reserve(space: SearchSpace) -> int:
                 continue
             name = _join(module_name, linear_map.weight.rpartition(".")[0])
             if _never_repairable(name, module, linear_map, owners) is not None:
+                continue
+            if can_add_bias is not None and not can_add_bias(_join(module_name, linear_map.bias)):
                 continue
             hparams = _hparams_on(module, linear_map.weight, linear_map.input_dim)
             if any(

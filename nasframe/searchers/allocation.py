@@ -121,7 +121,9 @@ def uniform_allocation(
 
     A group's degradation at a size is the sum of its members' (each layer keeps its own most
     important units); only sizes every member allows are candidates. The result has the same
-    sizes in every layer, which is what a plain transformers config can express.
+    sizes in every layer, which is what a plain transformers config can express. The result
+    is then grown back towards the limit (:func:`fill_to_limit`), so a coarse group step does
+    not leave budget unused.
     """
     groups = uniform_groups(list(sensitivity), full_sizes)
     grouped: dict[str, dict[int, float]] = {}
@@ -130,7 +132,80 @@ def uniform_allocation(
         grouped[pattern] = {c: sum(sensitivity[m][c] for m in members) for c in common}
 
     grouped_cost = _GroupedCost(cost, groups)
-    return grouped_cost.expand(allocate(grouped, grouped_cost, limit))
+    return grouped_cost.expand(_least_damage_filled(grouped, grouped_cost, limit, allocate))
+
+
+def _least_damage_filled(
+    sensitivity: Sensitivity,
+    cost: Callable[[Mapping[str, int]], float],
+    limit: float,
+    allocate: Allocation,
+) -> dict[str, int]:
+    """The allocation filled to the limit, or, when one of its groups kept one step more
+    (the others allocated around it and filled) degrades less, that one.
+
+    A coarse step (a whole layer) taken last can overshoot the limit by far more than a finer
+    step elsewhere would have: each alternative keeps one group a step larger, so the finer
+    steps get their chance. Raises ValueError as ``allocate`` does.
+    """
+    monotone = {name: monotone_degradation(per_choice) for name, per_choice in sensitivity.items()}
+
+    def rank(config: Mapping[str, int]) -> tuple[float, float]:
+        return sum(monotone[name][size] for name, size in config.items()), -cost(config)
+
+    best = fill_to_limit(sensitivity, cost, limit, allocate(sensitivity, cost, limit))
+    first = dict(best)
+    for name, per_choice in sensitivity.items():
+        floor = next((c for c in sorted(per_choice) if c > first[name]), None)
+        if floor is None:
+            continue
+        kept = {**sensitivity, name: {c: d for c, d in per_choice.items() if c >= floor}}
+        try:
+            other = fill_to_limit(kept, cost, limit, allocate(kept, cost, limit))
+        except ValueError:  # a step larger there leaves no config within the limit
+            continue
+        if rank(other) < rank(best):
+            best = other
+    return best
+
+
+def fill_to_limit(
+    sensitivity: Sensitivity,
+    cost: Callable[[Mapping[str, int]], float],
+    limit: float,
+    config: Mapping[str, int],
+) -> dict[str, int]:
+    """``config`` grown one allowed size at a time while the cost stays within ``limit``: the
+    step that undoes the most degradation per unit of cost first, until no hparam can grow.
+
+    A uniform group's step is every layer at once, and steps interact (removing a layer makes
+    the FFN width it had free to grow back), so an allocation that stops at the first config
+    within the limit can leave far more than one step of the budget unused. After this pass
+    no single step fits, so the cost is within the smallest step still open of the limit.
+    """
+    monotone = {name: monotone_degradation(per_choice) for name, per_choice in sensitivity.items()}
+    choices = {name: sorted(per_choice) for name, per_choice in sensitivity.items()}
+    config = dict(config)
+    current = cost(config)
+    while True:
+        best: tuple[tuple[float, float, str], int, float] | None = None
+        for name, sizes in choices.items():
+            size = next((c for c in sizes if c > config[name]), None)
+            if size is None:
+                continue
+            grown = cost({**config, name: size})
+            if grown > limit:
+                continue
+            gain = monotone[name][config[name]] - monotone[name][size]
+            added = grown - current
+            ratio = math.inf if added <= 0 else (gain / added if gain == gain else 0.0)
+            key = (-ratio, added, name)  # best value first, then the finer step
+            if best is None or key < best[0]:
+                best = (key, size, grown)
+        if best is None:
+            return config
+        (_, _, name), size, current = best
+        config[name] = size
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from nasframe.app.model_registry import GGUF_SUFFIX, HF_CONFIG_FILE, ModelBundle
 from nasframe.errors import UserInputError
 from nasframe.hookspecs import hookimpl
 from nasframe_transformers.export import build_from_config, clean_config_dict
+from nasframe_transformers.plain_biases import plain_bias_names
 from nasframe_transformers.tokenizing import make_encoder
 
 SMOLLM2 = "smollm2-135m"
@@ -188,6 +189,7 @@ def load_pretrained(
             "kwargs": {"config": clean_config_dict(model.config)},
         },
         save_plain=_plain_saver(tokenizer),
+        plain_biases=plain_bias_names,
         save_gguf=gguf_saver(functools.partial(_source, directory, gguf_file), name),
     )
 

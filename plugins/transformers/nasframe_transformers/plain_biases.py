@@ -8,7 +8,9 @@ family's own decoder-layer class, built on the meta device under each choice of 
 memory, no table that goes stale with the next transformers release): the fewest flags that
 give every bias the model has win, and the projections they add beyond those are saved with
 explicit zero biases, so ``from_pretrained`` finds every key and computes the same outputs.
-A family that cannot express a bias (Mistral, Qwen2's ``o_proj``) is refused by name.
+A family that cannot express a bias (Mistral, Qwen2's ``o_proj``) is refused by name, so a
+job that wants a plain directory asks first which biases one can hold (:func:`plain_bias_names`)
+and reconstructs without adding the others.
 """
 
 from __future__ import annotations
@@ -81,6 +83,31 @@ def expressed(config: Any, flags: dict[str, bool], zero: Sequence[nn.Linear]) ->
             module.bias = None
         for flag, value in saved.items():
             setattr(config, flag, value)
+
+
+def plain_bias_names(model: nn.Module) -> frozenset[str]:
+    """The parameter names of every bias a plain model of ``model.config`` can hold: those it
+    has, and those its bias flags (boolean config keys naming a bias, such as Llama's
+    ``attention_bias`` and ``mlp_bias``) switch on.
+
+    Read from the model's own class built on the meta device with every such flag on (no
+    memory, whatever the family), before reconstruction decides where it may add a bias.
+    """
+    config = copy.deepcopy(model.config)
+    for key, value in vars(model.config).items():
+        if "bias" in key and isinstance(value, bool) and not key.startswith("_"):
+            setattr(config, key, True)
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the config's own warnings were shown when it loaded
+    try:
+        with torch.device("meta"):
+            plain = type(model)(config)
+    finally:
+        logging.set_verbosity(verbosity)
+    names = {name for name, _ in plain.named_parameters() if name.rpartition(".")[2] == "bias"}
+    return frozenset(names | {n for n, _ in model.named_parameters() if n.endswith(".bias")})
 
 
 def _biased(layer: nn.Module) -> set[str]:

@@ -8,6 +8,13 @@ properties that follow the kept KV groups and query heads per group, and the exp
 them as plain integers. The slots are the same as Llama's: whole KV groups, query heads
 within every group (the same number in each), and the hidden size on the projections'
 outer dimensions; the head dimension is never pruned.
+
+A fused query/key/value projection (Phi-3's ``qkv_proj``: query rows, then key rows, then
+value rows) is adopted as a :class:`~nasframe_transformers.modules.fused.FusedProjection`
+whose sections play the q/k/v roles (``qkv_proj.q`` ...). A family that reads head counts
+from its config at forward time (Phi-3 splits ``qkv_proj``'s output at
+``config.num_attention_heads * head_dim``) sees a :class:`HeadCountConfig`: the model's config
+with the kept head counts in place of the full ones.
 """
 
 from __future__ import annotations
@@ -20,12 +27,57 @@ from torch import nn
 
 from nasframe.space.dynamic import LinearMap, SlotDim
 from nasframe_transformers.modules.attention import SlicedProjection, _NoHandle
+from nasframe_transformers.modules.fused import FusedProjection, fuse
 from nasframe_transformers.modules.wrapped import WrappedModule, plain_linear
 
 # What each kind of count attribute follows: all query heads, KV groups, heads per group.
 HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 KV_COUNTS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 GROUP_COUNTS = ("num_key_value_groups",)
+
+
+class HeadCountConfig:
+    """A model config seen by one attention block: its head counts are the block's kept
+    ones, every other attribute (read or written) is the model config's own."""
+
+    def __init__(self, base: Any, counts: dict[str, int]) -> None:
+        self.__dict__["_base"] = base
+        self.__dict__["_counts"] = counts
+
+    @property
+    def base(self) -> Any:
+        """The model config behind the view."""
+        return self.__dict__["_base"]
+
+    def __getattr__(self, name: str) -> Any:
+        state = self.__dict__
+        if name.startswith("__") or "_base" not in state:
+            raise AttributeError(name)
+        if name in state["_counts"]:
+            return state["_counts"][name]
+        return getattr(state["_base"], name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.__dict__["_base"], name, value)
+
+
+def plain_config(attention: nn.Module, config: Any) -> None:
+    """Give an exported attention the model's ``config`` itself when that states the same
+    head counts as the attention's view (a uniform result); else the view stays."""
+    view = vars(attention).get("config")
+    counts = view.__dict__["_counts"] if isinstance(view, HeadCountConfig) else None
+    same = counts is not None and all(getattr(config, k) == v for k, v in counts.items())
+    if same and view.base is config:
+        attention.config = config
+
+
+def config_head_counts(config: Any, heads: int, kv_heads: int) -> dict[str, int]:
+    """The integer head-count fields of ``config``, set to ``heads`` and ``kv_heads``."""
+    counts = {}
+    for name in (*HEAD_COUNTS, *KV_COUNTS):
+        if isinstance(getattr(config, name, None), int):
+            counts[name] = kv_heads if name in KV_COUNTS else heads
+    return counts
 
 
 class DynamicDecoderAttention(WrappedModule):
@@ -36,13 +88,31 @@ class DynamicDecoderAttention(WrappedModule):
     adopt_projection = staticmethod(SlicedProjection.adopt)
     plain_projection = staticmethod(plain_linear)
 
+    #: Fused projections: name -> its sections (q/k/v roles), in row order.
+    FUSED: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    @classmethod
+    def adopt(cls, module: nn.Module) -> DynamicDecoderAttention:
+        """Adopt ``module``; a fused projection is split into its q/k/v sections (query rows
+        are the output projection's inputs, keys and values share the rest equally)."""
+        new = super().adopt(module)
+        if "config" in cls.DERIVED:
+            new.__dict__["_base_config"] = module.config
+        for name, sections in cls.FUSED.items():
+            fused = getattr(module, name)
+            query = getattr(module, cls.ROLES["o"]).in_features
+            rest = (fused.out_features - query) // 2
+            rows = {"q": query, "k": rest, "v": rest}
+            setattr(new, name, FusedProjection.adopt(fused, [(s, rows[s]) for s in sections]))
+        return new
+
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicDecoderAttention:
         new = cls.adopt(module)
         q, k, v, o = (cls.ROLES[role] for role in "qkvo")
         head_dim = new.decoder_head_dim
-        kv_heads = getattr(module, k).out_features // head_dim
-        per_group = getattr(module, q).out_features // (head_dim * kv_heads)
+        kv_heads = new.get_submodule(k).out_features // head_dim
+        per_group = new.get_submodule(q).out_features // (head_dim * kv_heads)
         rows = per_group * head_dim
         new.declare_slots(
             {
@@ -65,6 +135,21 @@ class DynamicDecoderAttention(WrappedModule):
         )
         return new
 
+    def projection_weights(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A fused projection's kept rows are its sections' kept rows, in order."""
+        if name not in self.FUSED:
+            return super().projection_weights(name)
+        parts = [f"{name}.{section}" for section in self.FUSED[name]]
+        weights = fuse([self.sliced(f"{part}.weight") for part in parts])
+        return weights, fuse([self.sliced(f"{part}.bias") for part in parts])
+
+    def head_count_config(self) -> HeadCountConfig:
+        """The model config with this block's kept head counts (see the module docstring);
+        the ``config`` property of classes made with ``has_config``."""
+        base = self.__dict__["_base_config"]
+        heads, kv = self._count("num_attention_heads"), self._count("num_key_value_heads")
+        return HeadCountConfig(base, config_head_counts(base, heads, kv))
+
     def linear_maps(self) -> tuple[LinearMap, ...]:
         o = self.ROLES["o"]
         return (LinearMap(f"{o}.weight", f"{o}.bias", 1, input_module=o),)
@@ -84,7 +169,7 @@ class DynamicDecoderAttention(WrappedModule):
         return kv * per_group
 
     def plain_attributes(self) -> dict[str, Any]:
-        return {name: self._count(name) for name in self.DERIVED}
+        return {name: getattr(self, name) for name in self.DERIVED}
 
 
 def _count_property(name: str) -> property:
@@ -93,19 +178,28 @@ def _count_property(name: str) -> property:
 
 @functools.cache
 def decoder_attention_class(
-    plain_class: type[nn.Module], roles: tuple[tuple[str, str], ...], counts: tuple[str, ...]
+    plain_class: type[nn.Module],
+    roles: tuple[tuple[str, str], ...],
+    counts: tuple[str, ...],
+    fused: tuple[tuple[str, tuple[str, ...]], ...] = (),
+    has_config: bool = False,
 ) -> type[DynamicDecoderAttention]:
-    """The dynamic subclass of ``plain_class`` whose projections are ``roles`` (role, name)
-    and whose head-count attributes ``counts`` follow the kept heads (made once)."""
+    """The dynamic subclass of ``plain_class`` whose projections are ``roles`` (role, path;
+    a fused projection's sections are ``name.q`` ...), whose head-count attributes ``counts``
+    follow the kept heads, and whose ``config`` (when ``has_config``) states them (made once)."""
     names = dict(roles)
+    children = tuple(dict.fromkeys(names[role].partition(".")[0] for role in "qkvo"))
     namespace: dict[str, Any] = {
         "PLAIN_CLASS": plain_class,
         "ROLES": names,
-        "PROJECTIONS": tuple(names[role] for role in "qkvo"),
-        "DERIVED": frozenset(counts),
+        "PROJECTIONS": children,
+        "FUSED": dict(fused),
+        "DERIVED": frozenset(counts) | ({"config"} if has_config else frozenset()),
         "__module__": DynamicDecoderAttention.__module__,
     }
     namespace |= {name: _count_property(name) for name in counts}
+    if has_config:
+        namespace["config"] = property(DynamicDecoderAttention.head_count_config)
     return type(f"Dynamic{plain_class.__name__}", (DynamicDecoderAttention, plain_class), namespace)
 
 

@@ -64,6 +64,10 @@ class WrappedModule(DynamicModule):
     def plain_attributes(self) -> dict[str, Any]:
         return {}
 
+    def projection_weights(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The kept (weight, bias) of projection ``name``, for its forward and the export."""
+        return self.sliced(f"{name}.weight"), self.sliced(f"{name}.bias")
+
     @classmethod
     def adopt(cls, module: nn.Module) -> WrappedModule:
         """A new instance with ``module``'s attributes and children (projections as views
@@ -79,7 +83,7 @@ class WrappedModule(DynamicModule):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         for name in self.PROJECTIONS:
             projection = getattr(self, name)
-            projection.override = (self.sliced(f"{name}.weight"), self.sliced(f"{name}.bias"))
+            projection.override = self.projection_weights(name)
         try:
             return super().forward(*args, **kwargs)
         finally:
@@ -92,8 +96,7 @@ class WrappedModule(DynamicModule):
         copy_plain_attributes(self, plain, self.DERIVED)
         for name, child in self.named_children():
             if name in self.PROJECTIONS:
-                weight, bias = self.sliced(f"{name}.weight"), self.sliced(f"{name}.bias")
-                child = self.plain_projection(weight, bias)
+                child = self.plain_projection(*self.projection_weights(name))
             setattr(plain, name, child)
         for key, value in self.plain_attributes().items():
             setattr(plain, key, value)

@@ -213,21 +213,21 @@ def test_generation_with_a_kv_cache_works_after_pruning_layers_and_heads(family)
 
 
 def test_a_fused_qkv_projection_stops_with_one_line_naming_it():
-    config = transformers.Phi3Config(
+    # GPT-NeoX interleaves q/k/v per head, a layout not understood yet (Phi-3's is: see
+    # test_phi3_*.py).
+    config = transformers.GPTNeoXConfig(
         vocab_size=VOCAB,
         hidden_size=32,
         intermediate_size=40,
         num_hidden_layers=2,
         num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=0,
     )
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     with pytest.raises(nasframe.UserInputError) as raised:
         nasframe.convert(model)
     message = str(raised.value)
     assert "\n" not in message and "torch.fx" not in message
-    assert "model.layers.0.self_attn.qkv_proj" in message and "fused" in message
+    assert "gpt_neox.layers.0.attention.query_key_value" in message and "fused" in message
 
 
 def test_a_module_the_description_does_not_know_is_named():

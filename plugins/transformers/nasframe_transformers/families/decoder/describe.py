@@ -27,6 +27,7 @@ from nasframe_transformers.modules.decoder_attention import (
     decoder_attention_class,
     head_count_attributes,
 )
+from nasframe_transformers.modules.fused import DynamicPackedLinear
 from nasframe_transformers.modules.swapped import SwappedEmbedding, SwappedNorm, swapped_class
 
 
@@ -80,10 +81,20 @@ def describe_decoder(
         attention = layer.attention
         module = model.get_submodule(f"{path}.{attention.path}")
         roles = tuple(sorted(attention.roles.items()))
-        converter = decoder_attention_class(type(module), roles, head_count_attributes(module))
+        fused = tuple(attention.fused.items())
+        has_config = "config" in vars(module)
+        converter = decoder_attention_class(
+            type(module), roles, head_count_attributes(module), fused, has_config
+        )
         attn = f"{path}.{attention.path}"
         build.hidden_slots(attn, converter, "hidden_size", writes="attention" not in post_norms)
-        inputs = [build.use(f"{path}.{name}", DynamicLinear) for name in layer.mlp_inputs]
+        inputs = [
+            build.use(
+                f"{path}.{name}",
+                DynamicPackedLinear if name in layer.mlp_packed else DynamicLinear,
+            )
+            for name in layer.mlp_inputs
+        ]
         down = build.hidden_slots(
             f"{path}.{layer.mlp_output}",
             DynamicLinear,

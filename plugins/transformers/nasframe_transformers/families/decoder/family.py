@@ -24,6 +24,7 @@ from nasframe_transformers.families.protocol import write_config_sizes
 from nasframe_transformers.modules import decoder_layers
 from nasframe_transformers.modules.decoder_attention import (
     DynamicDecoderAttention,
+    plain_config,
     setup_decoder_heads,
 )
 from nasframe_transformers.plain_biases import bias_flags as _bias_flags
@@ -90,7 +91,8 @@ class DecoderFamily:
 
     def finalize_export(self, model: nn.Module) -> None:
         """Drop the kept-layer view, number the kept layers 0..n-1 (their ``layer_types``
-        following), keep a scaled embedding's outputs for a plain reload, write the sizes."""
+        following), keep a scaled embedding's outputs for a plain reload, write the sizes,
+        and give each attention the model's own config where it states its head counts."""
         layout = recognise(model)
         base = model.get_submodule(layout.base.rstrip("."))
         decoder_layers.remove(base)
@@ -101,6 +103,8 @@ class DecoderFamily:
         embedding = model.get_submodule(layout.embeddings[0])
         fold_embedding_scale(model, embedding, model.config.hidden_size, final_norm)
         write_config_sizes(self, model)
+        for layer, recognised in zip(layers, layout.layers, strict=True):
+            plain_config(layer.get_submodule(recognised.attention.path), model.config)
 
     def gradient_setups(self) -> dict[type, Any]:
         """gradnas masks the KV groups and query heads per group on the output projection."""

@@ -39,16 +39,10 @@ def config_sizes(model: nn.Module, layout: DecoderLayout) -> tuple[dict[str, Any
     widths: set[int] = set()
     head_dims: set[int] = set()
     for layer, recognised in zip(layers, layout.layers, strict=True):
-        attention = layer.get_submodule(recognised.attention.path)
-        roles = recognised.attention.roles
-        head_dim = attention.head_dim
-        head_dims.add(head_dim)
-        per_layer["num_attention_heads"].add(
-            getattr(attention, roles["q"]).out_features // head_dim
-        )
-        per_layer["num_key_value_heads"].add(
-            getattr(attention, roles["k"]).out_features // head_dim
-        )
+        attention = recognised.attention  # counts read from the exported shapes
+        head_dims.add(attention.head_dim)
+        per_layer["num_attention_heads"].add(attention.heads)
+        per_layer["num_key_value_heads"].add(attention.kv_heads)
         widths.add(layer.get_submodule(recognised.mlp_output).in_features)
     if ffn is not None:
         per_layer[ffn] = widths

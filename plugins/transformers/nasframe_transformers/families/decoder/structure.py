@@ -4,8 +4,10 @@ A decoder is a stack of layers (the ``nn.ModuleList`` of identical layers holdin
 parameters); around it sit embeddings of the hidden width (tokens, learned positions), final
 norms and heads that read the hidden size. Each layer holds an attention block (separate
 query/key/value projections of ``num_attention_heads``/``num_key_value_heads`` heads of
-``head_dim``, and an output projection), an MLP (one or two input projections to the FFN
-width and one output projection back) and norms over the hidden size. Whatever holds
+``head_dim``, or one fused projection of query rows, then key rows, then value rows, as
+Phi-3's ``qkv_proj``; and an output projection), an MLP (one or two input projections to the
+FFN width, or one fused gate/up projection of twice the width, and one output projection
+back) and norms over the hidden size. Whatever holds
 parameters and fits none of these stops the description with one sentence naming it.
 """
 
@@ -22,6 +24,8 @@ QUERY, KEY, VALUE = ("q_proj", "query", "q"), ("k_proj", "key", "k"), ("v_proj",
 OUTPUT = ("o_proj", "out_proj", "dense", "o")
 ROLE_NAMES = (QUERY, KEY, VALUE, OUTPUT)
 FUSED_QKV = ("qkv_proj", "query_key_value", "c_attn", "Wqkv", "qkv", "W_pack")
+#: Fused projections whose rows are all query heads, then all KV heads' keys, then values.
+FUSED_CONTIGUOUS = ("qkv_proj",)
 
 
 @dataclass
@@ -33,6 +37,8 @@ class AttentionLayout:
     head_dim: int
     heads: int
     kv_heads: int
+    #: Fused projections: name -> sections (roles, in row order); empty when separate.
+    fused: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +50,8 @@ class LayerLayout:
     mlp_output: str
     mlp_width: int
     norms: list[str]
+    #: MLP inputs that fuse the gate and up projections (rows: gate, then up).
+    mlp_packed: list[str] = field(default_factory=list)
     #: Block ("attention" / "mlp") -> the norm its output passes through before the residual.
     post_norms: dict[str, str] = field(default_factory=dict)
 
@@ -76,7 +84,8 @@ def not_understood(path: str, module: nn.Module, what: str) -> UserInputError:
     return UserInputError(
         f"nasframe's decoder description does not understand {path or 'the model'} "
         f"({type(module).__name__}): {what}; only standard decoder layers (attention with "
-        "separate q/k/v projections, a gated or two-matrix MLP, norms) can be pruned."
+        "separate or qkv_proj-fused q/k/v projections, a gated, gate/up-fused or two-matrix "
+        "MLP, norms) can be pruned."
     )
 
 
@@ -121,27 +130,54 @@ def _child(module: nn.Module, names: tuple[str, ...]) -> str | None:
     return next((n for n in names if isinstance(getattr(module, n, None), nn.Linear)), None)
 
 
+def _fused_roles(module: nn.Module, where: str) -> tuple[dict[str, str | None], dict]:
+    """The roles of an attention with a fused q/k/v projection, and its fused sections."""
+    fused = next((n for n in FUSED_QKV if isinstance(getattr(module, n, None), nn.Module)), "")
+    if not fused:
+        return {}, {}
+    child = getattr(module, fused)
+    if fused not in FUSED_CONTIGUOUS or type(child) is not nn.Linear:
+        raise not_understood(
+            f"{where}.{fused}",
+            child,
+            "a fused query/key/value projection of an unknown row layout (only separate "
+            "q/k/v projections and qkv_proj's query, key, value rows are understood so far)",
+        )
+    roles = {r: f"{fused}.{r}" for r in "qkv"} | {"o": _child(module, OUTPUT)}
+    return roles, {fused: ("q", "k", "v")}
+
+
+def _sections(module: nn.Module, fused: dict[str, tuple[str, ...]], head_dim: int) -> list:
+    """Stand-ins with the q/k/v sections' shapes (query rows are the output's inputs)."""
+    name = next(iter(fused))
+    linear, o = getattr(module, name), getattr(module, _child(module, OUTPUT) or "")
+    rest = linear.out_features - o.in_features
+    if rest <= 0 or rest % (2 * head_dim):
+        return [nn.Linear(linear.in_features, 0, device="meta")] * 3
+    rows = (o.in_features, rest // 2, rest // 2)
+    return [nn.Linear(linear.in_features, n, bias=False, device="meta") for n in rows]
+
+
 def recognise_attention(layer: nn.Module, path: str, hidden: int) -> AttentionLayout:
-    """The attention block of ``layer``: the submodule with q/k/v and output projections."""
+    """The attention block of ``layer``: the submodule with q/k/v (separate or fused) and
+    output projections."""
     for name, module in layer.named_modules():
         if not name:
             continue
-        fused = next((n for n in FUSED_QKV if isinstance(getattr(module, n, None), nn.Module)), "")
-        if fused:
-            raise not_understood(
-                f"{path}.{name}.{fused}",
-                getattr(module, fused),
-                "a fused query/key/value "
-                "projection (only separate q/k/v projections are understood so far)",
-            )
-        roles = {r: _child(module, n) for r, n in zip("qkvo", ROLE_NAMES, strict=True)}
+        where = f"{path}.{name}"
+        roles, fused = _fused_roles(module, where)
+        if not fused:
+            roles = {r: _child(module, n) for r, n in zip("qkvo", ROLE_NAMES, strict=True)}
         if None in roles.values():
             continue
         head_dim = vars(module).get("head_dim")
-        where = f"{path}.{name}"
         if not isinstance(head_dim, int):
             raise not_understood(where, module, "an attention without an integer head_dim")
-        q, k, v, o = (getattr(module, roles[r]) for r in "qkvo")
+        if fused:
+            q, k, v = _sections(module, fused, head_dim)
+            o = getattr(module, roles["o"])
+        else:
+            q, k, v, o = (getattr(module, roles[r]) for r in "qkvo")
         ok = (
             q.in_features == k.in_features == v.in_features == o.out_features == hidden
             and k.out_features == v.out_features
@@ -158,7 +194,7 @@ def recognise_attention(layer: nn.Module, path: str, hidden: int) -> AttentionLa
             )
         heads, kv = q.out_features // head_dim, k.out_features // head_dim
         for inner, child in _parameterised_leaves(module):
-            if inner in roles.values():
+            if inner in roles.values() or inner in fused:
                 continue
             size = next(iter(child.parameters())).shape[0]
             if not has_only_sliceable_state(child, head_dim):
@@ -168,7 +204,7 @@ def recognise_attention(layer: nn.Module, path: str, hidden: int) -> AttentionLa
                     else ("a parameterised module inside the attention")
                 )
                 raise not_understood(f"{where}.{inner}", child, what)
-        return AttentionLayout(name, roles, head_dim, heads, kv)  # type: ignore[arg-type]
+        return AttentionLayout(name, roles, head_dim, heads, kv, fused)  # type: ignore[arg-type]
     raise not_understood(path, layer, "no attention block with q/k/v and output projections")
 
 
@@ -193,15 +229,13 @@ def recognise_layer(layer: nn.Module, path: str, hidden: int) -> LayerLayout:
     output = outputs[-1]
     width = layer.get_submodule(output).in_features
     inputs = [(name, linear) for name, linear in linears if name != output]
+    packed = [
+        name
+        for name, linear in inputs
+        if len(inputs) == 1 and (linear.in_features, linear.out_features) == (hidden, 2 * width)
+    ]
     for name, linear in inputs:
-        if linear.in_features == hidden and linear.out_features == 2 * width:
-            raise not_understood(
-                f"{path}.{name}",
-                linear,
-                "a fused gate/up projection (only separate gate and "
-                "up projections are understood so far)",
-            )
-        if (linear.in_features, linear.out_features) != (hidden, width):
+        if name not in packed and (linear.in_features, linear.out_features) != (hidden, width):
             raise not_understood(
                 f"{path}.{name}",
                 linear,
@@ -209,7 +243,7 @@ def recognise_layer(layer: nn.Module, path: str, hidden: int) -> LayerLayout:
             )
     if len(inputs) not in (1, 2):
         raise not_understood(path, layer, f"{len(inputs)} MLP input projections (1 or 2 expected)")
-    return LayerLayout(attention, [name for name, _ in inputs], output, width, norms)
+    return LayerLayout(attention, [name for name, _ in inputs], output, width, norms, packed)
 
 
 def _input_embedding(model: nn.Module) -> nn.Embedding | None:
