@@ -25,8 +25,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import torch
-
 LLAMA_CPP = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "llama.cpp"
 PROMPT = "def read_config(path):\n    "
 TOKENS = 24
@@ -50,26 +48,6 @@ def llama_cpp(program: str, *args: str, done: str) -> str:
     return run.stdout + run.stderr
 
 
-def greedy(model: torch.nn.Module, ids: list[int]) -> list[int]:
-    sequence = list(ids)
-    with torch.no_grad():
-        for _ in range(TOKENS):
-            sequence.append(int(model(torch.tensor([sequence])).logits[0, -1].argmax()))
-    return sequence[len(ids) :]
-
-
-def windowed_perplexity(model: torch.nn.Module, ids: list[int]) -> float:
-    first, total, count = CONTEXT // 2, 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(ids) // CONTEXT * CONTEXT, CONTEXT):
-            window = torch.tensor([ids[start : start + CONTEXT]])
-            logprobs = model(window).logits[0].double().log_softmax(-1)
-            targets = window[0, first + 1 :]
-            total -= logprobs[first:-1].gather(1, targets[:, None]).sum().item()
-            count += len(targets)
-    return float(torch.tensor(total / count).exp())
-
-
 def agreeing_tokens(decode, tokens: list[int], text: str) -> int:
     """How many of ``tokens`` (from the start) ``text`` reproduces."""
     agreeing = [n for n in range(len(tokens) + 1) if text.startswith(decode(tokens[:n]))]
@@ -85,6 +63,7 @@ def main() -> None:
     from nasframe_transformers.loading import smollm2_gguf_path
 
     import nasframe
+    from nasframe.app.exporting.parity import greedy, windowed_perplexity
     from nasframe.app.model_registry import get_model_entry
     from nasframe.app.text import stdlib_corpus
 
@@ -97,9 +76,11 @@ def main() -> None:
     )
     model = nasframe.load(out).float().eval()
     prompt_ids = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
-    expected = greedy(model, prompt_ids)
+    expected, _ = greedy(model, prompt_ids, TOKENS)
     text = stdlib_corpus().evaluation[:TEXT_CHARS]
-    torch_ppl = windowed_perplexity(model, tokenizer(text, add_special_tokens=False)["input_ids"])
+    torch_ppl = windowed_perplexity(
+        model, tokenizer(text, add_special_tokens=False)["input_ids"], CONTEXT
+    )
     with tempfile.TemporaryDirectory() as scratch:
         text_file = Path(scratch) / "eval.txt"
         text_file.write_text(text, encoding="utf-8")

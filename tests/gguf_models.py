@@ -20,6 +20,7 @@ import torch
 import transformers
 
 import nasframe
+from nasframe.app.exporting.parity import greedy, windowed_perplexity
 from nasframe.app.text import stdlib_corpus
 
 LLAMA_CPP = Path(__file__).resolve().parents[1].parent / "shared" / "tools" / "llama.cpp"
@@ -30,6 +31,8 @@ requires_llama_cpp = pytest.mark.skipif(
 )
 PROMPT = "Return the value of the"
 CONTEXT = 128  # llama-perplexity -c
+
+__all__ = ["greedy", "windowed_perplexity"]  # re-exported for the GGUF tests
 
 
 def llama_cpp(
@@ -160,30 +163,3 @@ def save_result(space, pruned, source: Path, out: Path) -> Path:
     summary = {"settings": {"model": str(source)}}
     (out / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
     return out
-
-
-def greedy(model: torch.nn.Module, ids: list[int], tokens: int = 24) -> tuple[list[int], float]:
-    """nasframe's greedy continuation (full forward passes, no cache) and the smallest gap
-    between the best and second-best logit along the way (how far from a tie it was)."""
-    sequence, gap = list(ids), float("inf")
-    with torch.no_grad():
-        for _ in range(tokens):
-            logits = model(torch.tensor([sequence])).logits[0, -1]
-            best = logits.topk(2).values
-            gap = min(gap, float(best[0] - best[1]))
-            sequence.append(int(logits.argmax()))
-    return sequence[len(ids) :], gap
-
-
-def windowed_perplexity(model: torch.nn.Module, ids: list[int], context: int = CONTEXT) -> float:
-    """Perplexity as llama-perplexity computes it: windows of ``context`` tokens, each scoring
-    its second half (the tokens after position ``context // 2``)."""
-    first, total, count = context // 2, 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(ids) // context * context, context):
-            window = torch.tensor([ids[start : start + context]])
-            logprobs = model(window).logits[0].double().log_softmax(-1)
-            targets = window[0, first + 1 :]
-            total -= logprobs[first:-1].gather(1, targets[:, None]).sum().item()
-            count += len(targets)
-    return float(torch.tensor(total / count).exp())

@@ -20,6 +20,7 @@ gguf = pytest.importorskip("gguf")
 
 from cli_runner import run_main  # noqa: E402
 from gguf_models import (  # noqa: E402
+    CONTEXT,
     PROMPT,
     completion,
     greedy,
@@ -128,7 +129,7 @@ def test_llama_perplexity_is_within_two_percent_of_nasframes(result, tmp_path) -
     assert len(ids) >= 4 * 128
     path = tmp_path / "text.txt"
     path.write_text(text, encoding="utf-8")
-    ours = windowed_perplexity(nasframe.load(result), ids)
+    ours = windowed_perplexity(nasframe.load(result), ids, CONTEXT)
     theirs = perplexity(exported(result, "f32"), path)
     assert abs(theirs - ours) <= 0.02 * ours, (theirs, ours)
 

@@ -9,11 +9,10 @@ import copy
 from importlib.metadata import PackageNotFoundError
 
 import pytest
-import torch
 
 transformers = pytest.importorskip("transformers")
 
-from gguf_models import completion, requires_llama_cpp  # noqa: E402
+from gguf_models import completion, greedy, requires_llama_cpp  # noqa: E402
 from smollm2_models import requires_smollm2, smollm2_bundle  # noqa: E402
 
 import nasframe  # noqa: E402
@@ -26,14 +25,6 @@ PER_LAYER = {
     **{f"model.layers.{i}.mlp.intermediate_size": 512 for i in (20, 29)},
     **{f"model.layers.{i}.self_attn.num_key_value_heads": 2 for i in (3, 11, 25)},
 }
-
-
-def greedy(model: torch.nn.Module, ids: list[int], tokens: int = 24) -> list[int]:
-    sequence = list(ids)
-    with torch.no_grad():
-        for _ in range(tokens):
-            sequence.append(int(model(torch.tensor([sequence])).logits[0, -1].argmax()))
-    return sequence[len(ids) :]
 
 
 def test_llama_cpp_continues_pruned_smollm2_as_torch_does(tmp_path) -> None:
@@ -56,5 +47,6 @@ def test_llama_cpp_continues_pruned_smollm2_as_torch_does(tmp_path) -> None:
         str(gguf_file.parent), gguf_file=gguf_file.name
     )
     ids = tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
-    expected = tokenizer.decode(greedy(pruned, ids))
+    tokens, _ = greedy(pruned, ids)
+    expected = tokenizer.decode(tokens)
     assert expected and completion(path, prompt=PROMPT).startswith(expected)
