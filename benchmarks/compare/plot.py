@@ -9,8 +9,8 @@ from typing import Any
 
 from nasframe.io.atomic import atomic_write
 
-from .report import method_label
-from .settings import GRADNAS, METHODS
+from .settings import GRADNAS
+from .tables import run_label
 from .targets import variant_runs
 
 
@@ -29,7 +29,8 @@ def _selected_series(results: Mapping[str, Any]) -> tuple[str, list[tuple[float,
         key=lambda run: run["fraction"],
     )
     label = "gradnas, " + "/".join(chosen[k] for k in ("allocation", "normalize", "reconstruct"))
-    return (label, [(r["fraction"], r["perplexity"]) for r in runs]) if runs else None
+    points = [(r["fraction"], r["perplexity"]) for r in runs if r.get("perplexity") is not None]
+    return (label, points) if points else None
 
 
 def plot(results: Mapping[str, Any], path: Path) -> bool:
@@ -45,17 +46,16 @@ def plot(results: Mapping[str, Any], path: Path) -> bool:
     from matplotlib import pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for method in METHODS:
+    for label in dict.fromkeys(run_label(r) for r in results["runs"]):
         runs = sorted(
-            (r for r in results["runs"] if r["method"] == method), key=lambda r: r["fraction"]
+            (r for r in results["runs"] if run_label(r) == label), key=lambda r: r["fraction"]
         )
-        if runs:
-            axes.plot(
-                [r["fraction"] for r in runs],
-                [r["perplexity"] for r in runs],
-                marker="o",
-                label=method_label(method),
-            )
+        axes.plot(
+            [r["fraction"] for r in runs],
+            [r["perplexity"] for r in runs],
+            marker="o",
+            label=label,
+        )
     selected = _selected_series(results)
     if selected:
         label, points = selected
@@ -63,7 +63,7 @@ def plot(results: Mapping[str, Any], path: Path) -> bool:
     axes.axhline(results["dense"]["perplexity"], linestyle="--", color="gray", label="dense")
     axes.set_yscale("log")
     axes.set_xlabel("kept parameters (fraction of the original)")
-    axes.set_ylabel("perplexity (log scale)")
+    axes.set_ylabel("perplexity, docstrings at 128 tokens (log scale)")
     axes.set_title("SmolLM2-135M-Instruct, pruned without finetuning", fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .data import Data
+from .search import job_reconstruction, job_search_defaults
 from .settings import MODEL_NAME, RANDOM_SEED, Settings, search_rules
 
 
@@ -41,12 +42,21 @@ def protocol_info(settings: Settings, data: Data) -> dict[str, Any]:
         "calibration_batches": len(data.calibration),
         "held_back_batches": len(data.held_back),
         "held_back_batch_size": settings.held_back_batch_size,
-        "validation_batches": len(data.validation),
+        "validation_batches": settings.validation_batches,
+        "report_batches": settings.report_batches,
+        "report_seq_len": settings.report_seq_len,
         "eval_batches": len(data.evaluation),
         "calibration_tokens": tokens(data.calibration),
         "held_back_tokens": tokens(data.held_back),
-        "validation_tokens": tokens(data.validation),
+        "validation_tokens": {name: tokens(b) for name, b in data.validation.items()},
+        "report_tokens": {name: tokens(b) for name, b in data.report.items()},
         "eval_tokens": tokens(data.evaluation),
+        "legacy": data.legacy,
+        "texts": data.texts,
+        "job_defaults": {
+            **job_search_defaults(),
+            "reconstruct": job_reconstruction(),
+        },
         "rules": search_rules(settings.divisor),
         "budgets": list(settings.budgets),
         "methods": list(settings.methods),

@@ -11,15 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .protocol_text import protocol_section
-from .settings import (
-    ALLOCATIONS,
-    FASTNAS,
-    GRADNAS,
-    METHODS,
-    NORMALIZATIONS,
-    RECONSTRUCTIONS,
-    TORCH_PRUNING,
-)
+from .settings import ALLOCATIONS, GRADNAS, NORMALIZATIONS, RECONSTRUCTIONS
+from .tables import method_label, pruned_section, results_table, run_label, speed_section
 from .targets import check_targets, check_variant_target, mb, selected_variant, variant_runs
 
 MARK_START = "<!-- smollm2-compare:start -->"
@@ -40,10 +33,6 @@ def replace_marked_block(text: str, block: str) -> str:
     return text + separator + block + "\n"
 
 
-def method_label(method: str) -> str:
-    return {FASTNAS: "fastnas (L1)", TORCH_PRUNING: "Torch-Pruning (Taylor)"}.get(method, method)
-
-
 def render_markdown(
     results: Mapping[str, Any], png_link: str | None, json_link: str = "results-smollm2.json"
 ) -> str:
@@ -54,9 +43,12 @@ def render_markdown(
             "**Smoke run (`--quick`): batches far too small for the numbers to mean anything.**",
             "",
         ]
-    lines += _results_table(results)
+    lines += results_table(results)
     if png_link:
         lines += ["", f"![perplexity against kept parameters]({png_link})"]
+    lines += ["", *speed_section(results)]
+    pruned = pruned_section(results)
+    lines += ["", *pruned] if pruned else []
     lines += ["", "Targets (issue 5):", "", "| target | result | measured |", "| --- | --- | --- |"]
     for target in check_targets(results):
         verdict = {True: "met", False: "**not met**", None: "not measured"}[target.met]
@@ -71,6 +63,11 @@ def _section_head(results: Mapping[str, Any], json_link: str) -> list[str]:
     machine = results["machine"]
     budgets = "/".join(f"{b}%" for b in results["protocol"]["budgets"])
     methods = ", ".join(method_label(m) for m in results["protocol"]["methods"])
+    texts = results["protocol"].get("texts") or {}
+    roles = {
+        role: ", ".join(f"`{n}` ({t['kind']})" for n, t in texts.items() if t["role"] == role)
+        for role in ("report", "validation")
+    }
     return [
         f"## SmolLM2-135M-Instruct pruned to {budgets} params: {methods}",
         "",
@@ -84,46 +81,21 @@ def _section_head(results: Mapping[str, Any], json_link: str) -> list[str]:
         f"{_load(machine['load_average_start'])} at the start and "
         f"{_load(machine['load_average_end'])} at the end (a shared machine: read ratios "
         "measured in this run, not absolute times).",
+        *(
+            [
+                "",
+                f"Report texts (the figures): {roles['report']}; validation texts (they only "
+                f"choose variants, never reported as the result): {roles['validation']} "
+                "(`benchmarks/heldout_texts.py`).",
+            ]
+            if texts
+            else []
+        ),
     ]
 
 
 def _load(average: Sequence[float] | None) -> str:
     return "unknown" if not average else f"{average[0]:.2f}"
-
-
-def _results_table(results: Mapping[str, Any]) -> list[str]:
-    dense = results["dense"]
-    lines = [
-        "Perplexity after pruning, no finetuning (lower is better):",
-        "",
-        "| method | budget | perplexity | x dense | kept params | search time |",
-        "| --- | --- | --- | --- | --- | --- |",
-        f"| dense | 100% | {dense['perplexity']:.2f} | 1.00x | {dense['params']:,} (100.0%) | - |",
-    ]
-    for run in sorted(results["runs"], key=lambda r: (-r["budget"], METHODS.index(r["method"]))):
-        lines.append(
-            f"| {method_label(run['method'])} | {run['budget']}% | {run['perplexity']:.2f} | "
-            f"{run['ratio_to_dense']:.2f}x | {run['params']:,} ({run['fraction']:.1%}) | "
-            f"{_search_time(run)} |"
-        )
-    for method, info in results["methods"].items():
-        if info["status"] != "run":
-            status = info["status"].replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {method_label(method)} | - | {status} | | | |")
-    return lines
-
-
-def _search_time(run: Mapping[str, Any]) -> str:
-    if run["search_s"] is None:
-        return "-"
-    text = f"{run['search_s']:.1f} s"
-    phases = run.get("phases_s") or {}
-    if run.get("resumed"):
-        return f"{text} (resumed checkpoint)"
-    if phases:
-        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items())
-        return f"{text} ({parts})"
-    return text
 
 
 def _scoring_section(results: Mapping[str, Any]) -> list[str]:
@@ -178,19 +150,21 @@ def _peak(record: Mapping[str, Any]) -> str:
 def format_table(results: Mapping[str, Any]) -> str:
     """The stdout table: one line per method and budget."""
     dense = results["dense"]
-    rows = [("method", "budget", "perplexity", "x dense", "kept params", "search s", "resumed")]
-    rows.append(
-        ("dense", "100%", f"{dense['perplexity']:.3f}", "1.00", f"{dense['params']:,}", "-", "-")
-    )
+    names = list(dense.get("perplexities") or {})
+    rows = [("method", "budget", *names, "kept params", "search s", "cpu s", "resumed")]
+    figures = dense.get("perplexities") or {}
+    rows.append(("dense", "100%", *(f"{figures[n]:.3f}" for n in names), f"{dense['params']:,}"))
+    rows[-1] += ("-", "-", "-")
     for run in results["runs"]:
+        figures = run.get("perplexities") or {}
         rows.append(
             (
-                run["method"],
+                run_label(run),
                 f"{run['budget']}%",
-                f"{run['perplexity']:.3f}",
-                f"{run['ratio_to_dense']:.2f}",
+                *(f"{figures[n]:.3f}" if n in figures else "-" for n in names),
                 f"{run['params']:,} ({run['fraction']:.1%})",
                 "-" if run["search_s"] is None else f"{run['search_s']:.1f}",
+                "-" if run.get("cpu_s") is None else f"{run['cpu_s']:.1f}",
                 str(run.get("resumed")),
             )
         )
@@ -202,8 +176,8 @@ def format_table(results: Mapping[str, Any]) -> str:
     for run in (results.get("variants") or {}).get("runs", []):
         lines.append(
             f"variant {run['method']} {run['budget']}% {run['allocation']}/{run['normalize']}/"
-            f"{run['reconstruct']}: perplexity {run['perplexity']:.3f} "
-            f"({run['ratio_to_dense']:.2f}x), validation {run['validation_perplexity']:.3f}"
+            f"{run['reconstruct']}: validation {run['validation_perplexity']:.3f}"
+            + (f", report {run['perplexities']}" if run.get("perplexities") else "")
         )
     for target in [*check_targets(results), check_variant_target(results)]:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[target.met]
@@ -214,10 +188,12 @@ def format_table(results: Mapping[str, Any]) -> str:
 def _cell(run: Mapping[str, Any] | None) -> str:
     if run is None:
         return "-"
-    return (
-        f"{run['perplexity']:.2f} ({run['ratio_to_dense']:.2f}x; val "
-        f"{run['validation_perplexity']:.2f})"
-    )
+    validation = f"val {run['validation_perplexity']:.2f}"
+    if run.get("perplexity") is None:
+        return validation
+    figures = run.get("perplexities") or {}
+    report = "; ".join(f"{name} {value:.2f}" for name, value in figures.items())
+    return f"{validation}; {report or run['perplexity']}"
 
 
 def variants_section(results: Mapping[str, Any]) -> list[str]:
@@ -230,10 +206,11 @@ def variants_section(results: Mapping[str, Any]) -> list[str]:
     lines = [
         "### Allocation, normalisation and reconstruction",
         "",
-        "Each cell: perplexity on the evaluation text (x dense; perplexity on the validation "
-        "batches, which alone choose a variant"
-        + (f"; dense validation perplexity {dense_val:.2f}" if dense_val else "")
-        + f"). At {budget}% params, no reconstruction:",
+        "Each cell: the geometric mean of the validation texts' perplexities (`val`), which "
+        "alone chooses a variant"
+        + (f" (dense: {dense_val:.2f})" if dense_val else "")
+        + "; the report texts are measured for the selected variant only. At "
+        + f"{budget}% params, no reconstruction:",
         "",
         "| method | "
         + " | ".join(f"{a} / {n}" for a in ALLOCATIONS for n in NORMALIZATIONS)
@@ -251,7 +228,7 @@ def variants_section(results: Mapping[str, Any]) -> list[str]:
     lines += [
         "",
         "Reconstruction, with each method's allocation / normalisation of lowest validation "
-        "perplexity above, on the "
+        "figure above, on the "
         f"{results['protocol']['calibration_batches']} calibration batches (lsq runs first at "
         "each budget and "
         "measures the dense statistics of the maps it needs; bias reuses them, so its time is "
@@ -279,7 +256,7 @@ def variants_section(results: Mapping[str, Any]) -> list[str]:
                 + " | ".join(_cell(by_mode.get(m)) for m in RECONSTRUCTIONS)
                 + f" | {times or '-'} |"
             )
-    lines += ["", "Selected (lowest validation perplexity at the grid budget):", ""]
+    lines += ["", "Selected (lowest validation figure at the grid budget):", ""]
     for method, chosen in variants["selected"].items():
         run = selected_variant(results, method)
         lines.append(

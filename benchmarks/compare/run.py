@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,25 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nasframe.app.lm import perplexity
+from nasframe.io.atomic import atomic_write_json
 
-from .data import Data, count_params, load_model, make_data
+from .data import Data, dense_figures, load_model, make_data
+from .peers.lane import finish_lane, join_lane, start_lane
+from .peers.rows import flap_rows, torch_pruning_rows
+from .peers.torch_pruning_runner import ATTENTION_NOTE, torch_pruning_missing
 from .provenance import load_average, machine_info, protocol_info
 from .scoring import measure_scoring
 from .search import Run, prune_with_search, search_config
-from .settings import CHECKPOINTED, FASTNAS, GRADNAS, TORCH_PRUNING, Settings, search_rules
-from .torch_pruning_baseline import prune_with_torch_pruning, torch_pruning_missing
+from .settings import (
+    CHECKPOINTED,
+    FASTNAS,
+    FLAP,
+    GRADNAS,
+    SEARCHES,
+    TORCH_PRUNING,
+    Settings,
+    search_rules,
+)
 from .variants import VariantInputs, run_variants
 
 
@@ -54,32 +65,72 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
     with phase("tokenize"):
         data = make_data(bundle, settings)
     model = bundle.model
-    with phase("evaluate_dense"):
-        dense = {"perplexity": perplexity(model, data.evaluation), "params": count_params(model)}
-    log(f"dense: perplexity {dense['perplexity']:.3f}, {dense['params']:,} params")
+    runs: list[Run] = []
+    methods: dict[str, dict[str, Any]] = {}
+    found: dict[str, Any] = {"space": {}, "variants": None, "dense": None}
+
+    def results() -> dict[str, Any]:
+        return {
+            "command": settings.command,
+            "date": datetime.date.today().isoformat(),
+            "wall_s": time.perf_counter() - wall_start,
+            "phases_s": phases,
+            "machine": machine_info(settings.threads, load_before, load_average()),
+            "protocol": protocol_info(settings, data),
+            "space": found["space"],
+            "dense": found["dense"],
+            "runs": [asdict(run) for run in runs],
+            "methods": methods,
+            "variants": found["variants"],
+            "scoring": scoring,
+        }
+
     with checkpoint_folder(settings.checkpoint_dir) as folder:
+
+        def save_partial(more: list[Run], status: dict[str, Any], space: dict[str, Any]) -> None:
+            """Everything so far, renderable with --from-json, in case the rest fails."""
+            runs[:] = more
+            methods.update(status)
+            found["space"] = found["space"] or space
+            atomic_write_json(Path(folder) / "partial.json", results())
+
+        joined = settings.join_lane is not None
+        laning = (settings.fastnas_lane or joined) and FASTNAS in settings.methods
+        laned = [FASTNAS] if laning else []
+        lane = start_lane(settings, laned, folder) if laned and not joined else None
+        here = replace(settings, methods=tuple(m for m in settings.methods if m not in laned))
+        with phase("evaluate_dense"):
+            found["dense"] = dense = dense_figures(model, data)
+        log(f"dense: {dense['perplexities']}, {dense['params']:,} params")
         with phase("methods"):
-            runs, methods, space = compare_methods(model, data, dense, settings, folder)
+            more, status, space = compare_methods(model, data, dense, here, folder, save_partial)
+            save_partial(more, status, space)
         with phase("variants"):
-            variants = compare_variants(model, data, dense, settings, Path(folder))
-    return {
-        "command": settings.command,
-        "date": datetime.date.today().isoformat(),
-        "wall_s": time.perf_counter() - wall_start,
-        "phases_s": phases,
-        "machine": machine_info(settings.threads, load_before, load_average()),
-        "protocol": protocol_info(settings, data),
-        "space": space,
-        "dense": dense,
-        "runs": [asdict(run) for run in runs],
-        "methods": methods,
-        "variants": variants,
-        "scoring": scoring,
-    }
+            found["variants"] = compare_variants(model, data, dense, here, Path(folder))
+            save_partial(runs, {}, {})
+        if lane is not None or settings.join_lane is not None:
+            with phase("wait_for_fastnas_lane"):
+                try:
+                    if lane is not None:
+                        laned_rows = finish_lane(*lane, dense)
+                    else:
+                        laned_rows = join_lane(settings.join_lane, settings.join_lane_pid, dense)
+                except RuntimeError as error:  # reported, as a peer's failure is
+                    log(str(error))
+                    laned_rows = {"runs": [], "methods": {FASTNAS: {"status": str(error)[:300]}}}
+            runs += [Run(**run) for run in laned_rows["runs"]]
+            methods |= laned_rows["methods"]
+            found["space"] = found["space"] or laned_rows.get("space") or {}
+    return results()
 
 
 def compare_methods(
-    model: nn.Module, data: Data, dense: Mapping[str, float], settings: Settings, folder: str
+    model: nn.Module,
+    data: Data,
+    dense: Mapping[str, float],
+    settings: Settings,
+    folder: str,
+    on_method: Any = None,
 ) -> tuple[list[Run], dict[str, dict[str, Any]], dict[str, Any]]:
     """Every method at every budget. gradnas and fastnas write a checkpoint at the first
     budget and resume it, on a fresh copy of the model, at the others: their importance and
@@ -90,39 +141,66 @@ def compare_methods(
     space: dict[str, Any] = {}
     # fastnas last: it takes most of the run, so any other method's failure shows early
     order = sorted(settings.methods, key=lambda method: method == FASTNAS)
-    total = len(order) * len(settings.budgets)
-    bar = tqdm(total=total, desc="methods x budgets", disable=not settings.progress)
+    bar = tqdm(total=len(order), desc="methods", disable=not settings.progress)
     for method in order:
+        bar.set_postfix_str(method)
         if method == TORCH_PRUNING:
-            runs += run_torch_pruning(model, data, dense, settings, methods)
-            bar.update(len(settings.budgets))
-            continue
-        checkpoint = Path(folder) / f"{method}.json" if method in CHECKPOINTED else None
-        for index, budget in enumerate(settings.budgets):
-            bar.set_postfix_str(f"{method} {budget}%")
-            run, space = prune_with_search(model, method, budget, data, dense, settings, checkpoint)
-            if checkpoint is not None and index > 0 and not run.resumed:
-                raise RuntimeError(f"{method} at {budget}% did not resume its checkpoint")
-            runs.append(run)
-            bar.update()
-            log(
-                f"{method} {budget}%: perplexity {run.perplexity:.3f} "
-                f"({run.ratio_to_dense:.2f}x dense), {run.params:,} params "
-                f"({run.fraction:.1%}), search {run.search_s:.1f} s"
-                + (" (resumed)" if run.resumed else "")
-            )
-        first = next(r for r in runs if r.method == method)
-        methods[method] = {
-            "status": "run",
-            # A kept checkpoint (--checkpoint-dir) is resumed at the first budget too:
-            # its importance and sensitivities cost what the runs that wrote it spent.
-            "search_s": first.search_s + (first.info["compute_s"] if first.resumed else 0),
-            "search_from_checkpoint": bool(first.resumed),
-            "search_budget": first.budget,
-            "resumed_budgets": [r.budget for r in runs if r.method == method and r.resumed],
-        }
+            runs += run_peer(method, torch_pruning_rows, model, data, dense, settings, methods)
+        elif method == FLAP:
+            runs += run_peer(method, flap_rows, model, data, dense, settings, methods)
+        else:
+            found, space = search_rows(model, method, data, dense, settings, folder)
+            runs += found
+            methods[method] = search_summary(method, found)
+        if on_method is not None:
+            on_method(list(runs), dict(methods), space)
+        bar.update()
     bar.close()
     return runs, methods, space
+
+
+def search_rows(
+    model: nn.Module,
+    method: str,
+    data: Data,
+    dense: Mapping[str, Any],
+    settings: Settings,
+    folder: str,
+) -> tuple[list[Run], dict[str, Any]]:
+    """One nasframe method at every budget, its reconstruction statistics shared."""
+    checkpoint = Path(folder) / f"{method}.json" if method in CHECKPOINTED else None
+    statistics: dict[str, Any] = {}
+    runs, space = [], {}
+    for index, budget in enumerate(settings.budgets):
+        run, space = prune_with_search(
+            model, method, budget, data, dense, settings, checkpoint, statistics
+        )
+        if checkpoint is not None and index > 0 and not run.resumed:
+            raise RuntimeError(f"{method} at {budget}% did not resume its checkpoint")
+        runs.append(run)
+        log(
+            f"{method} {budget}%: {run.perplexities}, {run.params:,} params "
+            f"({run.fraction:.1%}), search {run.search_s:.1f} s (CPU {run.cpu_s:.1f} s)"
+            + (" (resumed)" if run.resumed else "")
+        )
+    return runs, space
+
+
+def search_summary(method: str, runs: list[Run]) -> dict[str, Any]:
+    """The search time of a method: its first (fresh) budget's, wall and CPU."""
+    first = runs[0]
+    # A kept checkpoint (--checkpoint-dir) is resumed at the first budget too: its
+    # importance and sensitivities cost what the runs that wrote it spent.
+    earlier = first.info["compute_s"] if first.resumed else 0
+    return {
+        "status": "run",
+        "algorithm": SEARCHES[method],
+        "search_s": first.search_s + earlier,
+        "cpu_s": None if first.resumed else first.cpu_s,
+        "search_from_checkpoint": bool(first.resumed),
+        "search_budget": first.budget,
+        "resumed_budgets": [r.budget for r in runs if r.resumed],
+    }
 
 
 @contextmanager
@@ -137,53 +215,54 @@ def checkpoint_folder(kept: Path | None) -> Iterator[str]:
 
 
 def compare_variants(
-    model: nn.Module, data: Data, dense: Mapping[str, float], settings: Settings, folder: Path
+    model: nn.Module, data: Data, dense: Mapping[str, Any], settings: Settings, folder: Path
 ) -> dict[str, Any] | None:
-    """Allocation x normalisation x reconstruction for gradnas and fastnas (those run), on
-    their checkpoints from :func:`compare_methods`; None when neither ran."""
+    """Allocation x normalisation x reconstruction for the methods of
+    ``settings.variant_methods`` that ran here, on their checkpoints from
+    :func:`compare_methods`; chosen on the validation texts. None when none ran."""
     methods = [m for m in (GRADNAS, FASTNAS) if m in settings.methods]
+    methods = [m for m in methods if m in settings.variant_methods]
     if not methods:
         return None
     inputs = VariantInputs(
         model=model,
-        calibration=data.calibration,
-        validation=data.validation,
-        evaluation=data.evaluation,
-        dense={**dense, "validation_perplexity": perplexity(model, data.validation)},
+        data=data,
+        dense=dense,
         rules=search_rules(settings.divisor),
         checkpoints=folder,
         search_config=lambda method, path: search_config(method, data, path, settings.progress),
         log=log,
     )
-    result = run_variants(inputs, methods, settings.budgets, GRADNAS)
-    result["dense_validation_perplexity"] = inputs.dense["validation_perplexity"]
-    return result
+    budgets = settings.budgets if settings.variant_budgets == "all" else None
+    return run_variants(inputs, methods, budgets or settings.budgets, GRADNAS, bool(budgets))
 
 
-def run_torch_pruning(
+def run_peer(
+    method: str,
+    rows: Any,
     model: nn.Module,
     data: Data,
-    dense: Mapping[str, float],
+    dense: Mapping[str, Any],
     settings: Settings,
     methods: dict[str, dict[str, Any]],
 ) -> list[Run]:
-    """Torch-Pruning at every budget, or the reason it was not run (recorded in ``methods``).
+    """A peer's rows at every budget, or the reason it was not run (recorded in ``methods``).
 
-    A failure is recorded rather than raised: it is a peer's library on a model it may not
+    A failure is recorded rather than raised: it is a peer's code on a model it may not
     support, and the rest of an hour's run must still be reported.
     """
-    missing = torch_pruning_missing()
+    missing = torch_pruning_missing() if method == TORCH_PRUNING else None
     if missing:
-        methods[TORCH_PRUNING] = {"status": missing}
-        log(f"torch-pruning: {missing}")
+        methods[method] = {"status": missing}
+        log(f"{method}: {missing}")
         return []
-    runs = []
     try:
-        for budget in settings.budgets:
-            runs.append(prune_with_torch_pruning(model, budget, data, dense, settings))
+        runs = rows(model, data, dense, settings, log)
     except Exception as error:  # noqa: BLE001 - reported in the results instead
-        methods[TORCH_PRUNING] = {"status": f"failed: {type(error).__name__}: {error}"[:300]}
-        log(f"torch-pruning failed: {error}")
-        return runs
-    methods[TORCH_PRUNING] = {"status": "run", "search_s": runs[0].search_s}
+        methods[method] = {"status": f"failed: {type(error).__name__}: {error}"[:300]}
+        log(f"{method} failed: {error}")
+        return []
+    methods[method] = {"status": "run", "search_s": runs[0].search_s, "cpu_s": runs[0].cpu_s}
+    if method == TORCH_PRUNING:
+        methods[method]["note"] = ATTENTION_NOTE
     return runs

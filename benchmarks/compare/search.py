@@ -1,5 +1,6 @@
-"""The nasframe methods: gradnas, fastnas and the random floor, each a search of the same
-converted model to a parameter budget, then export and perplexity."""
+"""The nasframe methods: gradnas (per layer and uniform), fastnas and the random floor, each a
+search of the same converted model to a parameter budget with the main job's defaults (its
+allocation settings and reconstruction, read at run time), then export and evaluation."""
 
 from __future__ import annotations
 
@@ -16,15 +17,25 @@ from gradnas.searcher import GradientBinarySearcher
 from torch import nn
 
 import nasframe
-from nasframe.app.lm import next_token_loss, perplexity
+from nasframe.app.job_settings import JOB_SEARCH_DEFAULTS, JobSettings
+from nasframe.app.lm import next_token_loss
 from nasframe.searchers.allocation import uniform_groups
 from nasframe.searchers.base import SearchResult
 from nasframe.searchers.binary import BinarySearcher
 from nasframe.searchers.config import BinarySearchConfig
 from nasframe.space.search_space import SearchSpace
 
-from .data import Data, count_params
-from .settings import FASTNAS, GRADNAS, RANDOM, RANDOM_SEED, Settings, search_rules
+from .data import Data, count_params, evaluate
+from .settings import (
+    FASTNAS,
+    GRADNAS,
+    GRADNAS_UNIFORM,
+    RANDOM,
+    RANDOM_SEED,
+    SEARCHES,
+    Settings,
+    search_rules,
+)
 
 
 @dataclass(frozen=True)
@@ -83,10 +94,9 @@ def search_config(
     config: dict[str, Any] = {
         "verbose": progress,
         "checkpoint": None if checkpoint is None else str(checkpoint),
-        # The methods table compares scores under the seed's allocation; the variants
-        # (variants.py) vary it.
-        "allocation": "threshold",
-        "normalize": "none",
+        # The main job's allocation settings (read now, so a change of defaults is measured);
+        # the variants (variants.py) vary them.
+        **job_search_defaults(),
     }
     if method == GRADNAS:
         config |= {
@@ -103,11 +113,21 @@ def search_config(
     return config
 
 
+def job_search_defaults() -> dict[str, Any]:
+    """The allocation settings ``nasframe search`` uses when no flag is given."""
+    return dict(JOB_SEARCH_DEFAULTS)
+
+
+def job_reconstruction() -> str:
+    """The reconstruction ``nasframe search`` uses when no flag is given."""
+    return JobSettings().reconstruct
+
+
 def run_search(
     space: SearchSpace, method: str, budget: int, config: Mapping[str, Any]
 ) -> SearchResult:
     """Search ``space`` to ``budget``% of its parameters; random is not a registered plugin."""
-    constraint = f"params={budget}%"
+    constraint = budget if isinstance(budget, str) else f"params={budget}%"
     if method == RANDOM:
         return RandomBinarySearcher().search(space, constraint, config=config)
     return nasframe.search(space, constraint, algorithm=method, config=config)[1]
@@ -119,7 +139,7 @@ class Run:
 
     method: str
     budget: int
-    perplexity: float
+    perplexity: float  # on the legacy docstrings@128 batches (the targets' figure)
     params: int
     fraction: float
     ratio_to_dense: float
@@ -127,6 +147,42 @@ class Run:
     resumed: bool | None = None
     phases_s: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    #: Every evaluation of :func:`compare.data.evaluate`, by text@length.
+    perplexities: dict[str, float] = field(default_factory=dict)
+    #: Process CPU time of the search (time.process_time; torch runs one thread).
+    cpu_s: float | None = None
+    #: Which variant of the method (Torch-Pruning: its importance); "" for one-variant methods.
+    variant: str = ""
+    #: What the pruned model kept (widths, heads) and how it was repaired.
+    pruned: dict[str, Any] = field(default_factory=dict)
+
+
+def make_run(
+    method: str,
+    budget: int,
+    model: nn.Module,
+    data: Data,
+    dense: Mapping[str, Any],
+    search_s: float | None,
+    cpu_s: float | None,
+    **fields: Any,
+) -> Run:
+    """Evaluate ``model`` (pruned) and record it against the dense figures."""
+    figures = evaluate(model, data)
+    params = count_params(model)
+    ppl = figures[data.legacy]
+    return Run(
+        method=method,
+        budget=budget,
+        perplexity=ppl,
+        params=params,
+        fraction=params / dense["params"],
+        ratio_to_dense=ppl / dense["perplexity"],
+        search_s=search_s,
+        cpu_s=cpu_s,
+        perplexities=figures,
+        **fields,
+    )
 
 
 def space_summary(space: SearchSpace) -> dict[str, Any]:
@@ -153,40 +209,62 @@ def prune_with_search(
     method: str,
     budget: int,
     data: Data,
-    dense: Mapping[str, float],
+    dense: Mapping[str, Any],
     settings: Settings,
     checkpoint: Path | None,
+    statistics: dict[str, Any] | None = None,
 ) -> tuple[Run, dict[str, Any]]:
-    """Prune a copy of ``model`` with a nasframe search and measure the pruned model.
+    """Prune a copy of ``model`` as ``nasframe search --algo ALGO [--uniform]`` does with its
+    defaults: search the budget lowered by the bias reserve, repair with the job's
+    reconstruction on the calibration batches, export, evaluate.
 
-    The copy matters: converting and searching sort the weights in place. Only the search is
-    timed (not the copy, conversion, export or evaluation).
+    The copy matters: converting and searching sort the weights in place. The search is timed
+    (wall and process CPU), apart from reconstruction; ``statistics`` is reused across one
+    method's budgets (same unit order, same batches).
     """
+    algorithm, uniform = SEARCHES[method], method == GRADNAS_UNIFORM
     candidate = copy.deepcopy(model)
     space = nasframe.convert(candidate, search_rules(settings.divisor))
     summary = space_summary(space)
-    config = search_config(method, data, checkpoint, settings.progress)
+    config = search_config(algorithm, data, checkpoint, settings.progress)
+    if uniform:
+        config["uniform"] = True
+    mode = job_reconstruction()
+    can_add_bias = data.plain_biases if uniform else None
+    reserve = nasframe.bias_reserve(space, can_add_bias) if mode != "none" else 0
+    constraint = f"params={budget * dense['params'] / 100 - reserve}"
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = run_search(space, algorithm, constraint, config)
+    search_s, cpu_s = time.perf_counter() - wall, time.process_time() - cpu
     start = time.perf_counter()
-    result = run_search(space, method, budget, config)
-    search_s = time.perf_counter() - start
+    repaired = nasframe.reconstruct(
+        space,
+        list(data.calibration),
+        next_token_loss,
+        mode,
+        statistics=statistics,
+        can_add_bias=can_add_bias,
+    )
+    reconstruct_s = time.perf_counter() - start
     pruned = nasframe.export(space, inplace=True).eval()
-    ppl = perplexity(pruned, data.evaluation)
-    params = count_params(pruned)
-    run = Run(
-        method=method,
-        budget=budget,
-        perplexity=ppl,
-        params=params,
-        fraction=params / dense["params"],
-        ratio_to_dense=ppl / dense["perplexity"],
-        search_s=search_s,
+    run = make_run(
+        method,
+        budget,
+        pruned,
+        data,
+        dense,
+        search_s,
+        cpu_s,
         resumed=result.resumed,
-        phases_s=dict(result.timings),
+        phases_s=dict(result.timings) | {"reconstruct": reconstruct_s},
         info={
             "config": result.config,
             "limit": result.limit,
+            "bias_reserve": reserve,
             "cost_after": result.cost_after,
             "compute_s": result.compute_s,
+            "search_config": {k: v for k, v in config.items() if isinstance(v, str | int | float)},
         },
+        pruned={"reconstruct": mode, "repaired": len(repaired.reconstructed)},
     )
     return run, summary

@@ -18,24 +18,34 @@ REPO = SCRIPT.parents[1]
 MODEL_NAME = "smollm2-135m"
 
 GRADNAS, FASTNAS, RANDOM, TORCH_PRUNING = "gradnas", "fastnas", "random", "torch-pruning"
-METHODS = (GRADNAS, FASTNAS, RANDOM, TORCH_PRUNING)
+GRADNAS_UNIFORM, FLAP = "gradnas-uniform", "flap"
+METHODS = (GRADNAS, GRADNAS_UNIFORM, FASTNAS, RANDOM, FLAP, TORCH_PRUNING)
+#: The nasframe searches, and the algorithm each runs (gradnas-uniform: gradnas, uniform=True).
+SEARCHES = {GRADNAS: GRADNAS, GRADNAS_UNIFORM: GRADNAS, FASTNAS: FASTNAS, RANDOM: RANDOM}
 
 # The variants' axes (variants.py runs them, report.py tabulates them).
 ALLOCATIONS = ("threshold", "global")
 NORMALIZATIONS = ("none", "sum", "max")
 RECONSTRUCTIONS = ("none", "bias", "lsq")
 
-CHECKPOINTED = (GRADNAS, FASTNAS)  # importance/sensitivity computed once, reused per budget
+CHECKPOINTED = (
+    GRADNAS,
+    GRADNAS_UNIFORM,
+    FASTNAS,
+)  # importance/sensitivity computed once, reused per budget
 RANDOM_SEED = 0
 
 # Sizes of a full run and of --quick; a flag given on the command line wins over both.
 FULL_DEFAULTS: dict[str, Any] = {
-    "budgets": "90,80,70",
+    # 80 first: the search times of gradnas and fastnas are measured at the first budget
+    "budgets": "80,90,70",
     "methods": ",".join(METHODS),
     "calibration_batches": 16,
     "held_back_batches": 1,
     "held_back_batch_size": 2,
-    "validation_batches": 4,
+    "validation_batches": 1,
+    "report_batches": 2,
+    "report_seq_len": 512,
     "eval_batches": 8,
     "seq_len": 128,
     "batch_size": 8,
@@ -49,10 +59,15 @@ QUICK_DEFAULTS: dict[str, Any] = {
     "calibration_batches": 2,
     "held_back_batch_size": 2,
     "validation_batches": 1,
+    "report_batches": 1,
+    "report_seq_len": 64,
     "eval_batches": 1,
     "seq_len": 32,
     "batch_size": 2,
 }
+#: Variants (variants.py): which budgets get every reconstruction, which methods are varied.
+FULL_VARIANTS = {"variant_budgets": "grid", "variant_methods": GRADNAS}
+QUICK_VARIANTS = {"variant_budgets": "all", "variant_methods": f"{GRADNAS},{FASTNAS}"}
 
 
 def search_rules(divisor: int) -> dict[str, dict[str, int]]:
@@ -73,6 +88,8 @@ class Settings:
     held_back_batches: int
     held_back_batch_size: int
     validation_batches: int
+    report_batches: int
+    report_seq_len: int
     eval_batches: int
     seq_len: int
     batch_size: int
@@ -89,6 +106,16 @@ class Settings:
     checkpoint_dir: Path | None = None
     measure_child: str | None = None
     child_out: Path | None = None
+    #: Run fastnas in a second process beside the others (its sensitivity takes most of a
+    #: full run), writing its rows to ``lane_out``; ``lane`` names the methods a lane runs.
+    fastnas_lane: bool = True
+    lane: str | None = None
+    lane_out: Path | None = None
+    join_lane: Path | None = None
+    merge_lanes: tuple[Path, ...] = ()
+    join_lane_pid: int | None = None
+    variant_budgets: str = "grid"
+    variant_methods: tuple[str, ...] = (GRADNAS,)
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
@@ -118,10 +145,20 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     add(
         "--validation-batches",
         type=int,
-        help="batches of held-back calibration text that choose among the allocation, "
-        "normalisation and reconstruction variants (4)",
+        help="batches of each validation text (benchmarks/heldout_texts.py: python-reference, "
+        "man-pages) that choose among the variants (1)",
     )
-    add("--eval-batches", type=int, help="batches perplexity is measured on (8)")
+    add(
+        "--report-batches",
+        type=int,
+        help="batches of each report text (docstrings, licenses) every row is measured on (2)",
+    )
+    add("--report-seq-len", type=int, help="tokens per row of report/validation batches (512)")
+    add(
+        "--eval-batches",
+        type=int,
+        help="batches of the docstrings at --seq-len (the figure earlier runs reported; 8)",
+    )
     add("--seq-len", type=int, help="tokens per row of every batch (128)")
     add("--batch-size", type=int, help="rows of calibration and evaluation batches (8)")
     add("--divisor", type=int, help="kept widths are multiples of this (32)")
@@ -149,6 +186,27 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         help="keep gradnas's and fastnas's search checkpoints here and resume those found "
         "(default: a temp dir); search times then include the runs that wrote them",
     )
+    add(
+        "--no-fastnas-lane",
+        action="store_true",
+        help="run fastnas in this process, after the others, instead of in a second one",
+    )
+    add("--variant-budgets", choices=("grid", "all"), help="every reconstruction at 80%% only")
+    add("--variant-methods", help="methods whose variants are measured (gradnas)")
+    add(
+        "--join-lane",
+        type=Path,
+        help="merge the fastnas rows a lane of an earlier, stopped run writes to this file "
+        "(its lane.json), waiting for it; use with --no-fastnas-lane",
+    )
+    add("--join-lane-pid", type=int, help="the process id of that lane (stop waiting if it dies)")
+    add(
+        "--merge-lanes",
+        help="with --from-json: add the rows of these lane files (comma-separated lane.json "
+        "paths of processes that ran some methods of the same run), and write the merged JSON",
+    )
+    add("--lane", help=argparse.SUPPRESS)
+    add("--lane-out", type=Path, help=argparse.SUPPRESS)
     add("--measure-child", choices=(GRADNAS, "plain"), help=argparse.SUPPRESS)
     add("--child-out", type=Path, help=argparse.SUPPRESS)
     return parser
@@ -159,6 +217,7 @@ def parse_settings(argv: Sequence[str] | None = None, description: str | None = 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser(description).parse_args(argv)
     defaults = QUICK_DEFAULTS if args.quick else FULL_DEFAULTS
+    variants = QUICK_VARIANTS if args.quick else FULL_VARIANTS
     value = {key: getattr(args, key) for key in FULL_DEFAULTS}
     value = {key: defaults[key] if given is None else given for key, given in value.items()}
     for key in FULL_DEFAULTS:
@@ -179,6 +238,8 @@ def parse_settings(argv: Sequence[str] | None = None, description: str | None = 
         held_back_batches=value["held_back_batches"],
         held_back_batch_size=value["held_back_batch_size"],
         validation_batches=value["validation_batches"],
+        report_batches=value["report_batches"],
+        report_seq_len=value["report_seq_len"],
         eval_batches=value["eval_batches"],
         seq_len=value["seq_len"],
         batch_size=value["batch_size"],
@@ -195,6 +256,14 @@ def parse_settings(argv: Sequence[str] | None = None, description: str | None = 
         checkpoint_dir=args.checkpoint_dir,
         measure_child=args.measure_child,
         child_out=args.child_out,
+        fastnas_lane=not args.no_fastnas_lane and not args.quick,
+        lane=args.lane,
+        lane_out=args.lane_out,
+        join_lane=args.join_lane,
+        join_lane_pid=args.join_lane_pid,
+        merge_lanes=tuple(Path(p) for p in (args.merge_lanes or "").split(",") if p),
+        variant_budgets=args.variant_budgets or variants["variant_budgets"],
+        variant_methods=parse_methods(args.variant_methods or variants["variant_methods"]),
     )
 
 

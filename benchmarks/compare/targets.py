@@ -77,6 +77,11 @@ def _target_speedup(results: Mapping[str, Any]) -> Target:
         f"{speedup:.1f}x ({gradnas['search_s']:.1f} s vs {fastnas['search_s']:.1f} s at "
         f"params={gradnas['search_budget']}%)"
     )
+    if gradnas.get("cpu_s") and fastnas.get("cpu_s"):
+        measured += (
+            f"; CPU time {fastnas['cpu_s'] / gradnas['cpu_s']:.1f}x ({gradnas['cpu_s']:.1f} s "
+            f"vs {fastnas['cpu_s']:.1f} s)"
+        )
     return Target(name, speedup >= MIN_SEARCH_SPEEDUP, measured)
 
 

@@ -5,11 +5,11 @@ Two steps per method (gradnas, fastnas):
 
 1. at the grid budget, every allocation x normalisation, no reconstruction;
 2. with the allocation x normalisation of lowest *validation* perplexity, every
-   reconstruction mode (at every budget for gradnas; at the grid budget for fastnas, whose
-   searches cost the same but whose runs add little to the comparison).
+   reconstruction mode (at the grid budget; at every budget too when asked).
 
-Choices are made on validation batches (calibration text held back from both scoring and
-fastnas's score_func), never on the evaluation text that the tables report.
+Choices are made on the validation texts of ``benchmarks/heldout_texts.py`` (the geometric
+mean of their perplexities), never on the report texts. Only the selected variant is also
+measured on the report texts (``compare.data.evaluate``): that is the figure reported.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 import nasframe
-from nasframe.app.lm import next_token_loss, perplexity
+from nasframe.app.lm import next_token_loss
 
+from .data import Data, count_params, evaluate, geometric_mean, validate
 from .settings import ALLOCATIONS, NORMALIZATIONS, RECONSTRUCTIONS
 
 GRID_BUDGET = 80
@@ -42,9 +42,9 @@ class VariantRun:
     allocation: str
     normalize: str
     reconstruct: str
-    validation_perplexity: float
-    perplexity: float
-    ratio_to_dense: float
+    validation_perplexity: float  # geometric mean over the validation texts
+    perplexity: float | None  # the report figures: the selected variant's only
+    ratio_to_dense: float | None
     params: int
     fraction: float
     search_s: float
@@ -52,6 +52,8 @@ class VariantRun:
     #: needed them (the others reuse them).
     reconstruct_s: float
     config: dict[str, int]
+    validation: dict[str, float] = field(default_factory=dict)
+    perplexities: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,8 @@ class VariantInputs:
     method's search checkpoint is, and how the benchmark builds a method's search config."""
 
     model: nn.Module
-    calibration: Sequence[torch.Tensor]
-    validation: Sequence[torch.Tensor]
-    evaluation: Sequence[torch.Tensor]
-    dense: Mapping[str, float]
+    data: Data
+    dense: Mapping[str, Any]
     rules: Mapping[str, Any]
     checkpoints: Path
     search_config: Callable[[str, Path], dict[str, Any]]
@@ -80,9 +80,11 @@ def run_variant(
     allocation: str,
     normalize: str,
     reconstruct: str,
+    report: bool = False,
 ) -> VariantRun:
-    """Prune a fresh copy of the model with one variant and measure it (the search resumes
-    the method's checkpoint, so only allocation and reconstruction run)."""
+    """Prune a fresh copy of the model with one variant and measure it on the validation
+    texts, and on the report texts when ``report`` (the search resumes the method's
+    checkpoint, so only allocation and reconstruction run)."""
     candidate = copy.deepcopy(inputs.model)
     space = nasframe.convert(candidate, dict(inputs.rules))
     config = inputs.search_config(method, inputs.checkpoints / f"{method}.json")
@@ -96,42 +98,51 @@ def run_variant(
     start = time.perf_counter()
     nasframe.reconstruct(
         space,
-        list(inputs.calibration),
+        list(inputs.data.calibration),
         next_token_loss,
         reconstruct,
         statistics=inputs.statistics.setdefault(method, {}),
     )
     reconstruct_s = time.perf_counter() - start
     pruned = nasframe.export(space, inplace=True).eval()
-    ppl = perplexity(pruned, inputs.evaluation)
-    params = sum(p.numel() for p in pruned.parameters())
+    validation = validate(pruned, inputs.data)
+    figures = evaluate(pruned, inputs.data) if report else {}
+    ppl = figures.get(inputs.data.legacy)
+    params = count_params(pruned)
     run = VariantRun(
         method=method,
         budget=budget,
         allocation=allocation,
         normalize=normalize,
         reconstruct=reconstruct,
-        validation_perplexity=perplexity(pruned, inputs.validation),
+        validation_perplexity=geometric_mean(validation),
         perplexity=ppl,
-        ratio_to_dense=ppl / inputs.dense["perplexity"],
+        ratio_to_dense=None if ppl is None else ppl / inputs.dense["perplexity"],
         params=params,
         fraction=params / inputs.dense["params"],
         search_s=search_s,
         reconstruct_s=reconstruct_s,
         config=dict(result.config),
+        validation=validation,
+        perplexities=figures,
     )
     inputs.log(
-        f"{method} {budget}% {allocation}/{normalize}/{reconstruct}: perplexity "
-        f"{run.perplexity:.3f} ({run.ratio_to_dense:.2f}x), validation "
-        f"{run.validation_perplexity:.3f}, reconstruct {reconstruct_s:.1f} s"
+        f"{method} {budget}% {allocation}/{normalize}/{reconstruct}: validation "
+        f"{validation}, report {figures}, reconstruct {reconstruct_s:.1f} s"
     )
     return run
 
 
 def run_variants(
-    inputs: VariantInputs, methods: Sequence[str], budgets: Sequence[int], gradnas: str
+    inputs: VariantInputs,
+    methods: Sequence[str],
+    budgets: Sequence[int],
+    gradnas: str,
+    every_budget: bool = True,
 ) -> dict[str, Any]:
-    """Both steps for every method in ``methods`` (those with a nasframe searcher)."""
+    """Both steps for every method in ``methods`` (those with a nasframe searcher); the
+    reconstructions at every budget for gradnas when ``every_budget``, else at the grid
+    budget only. Then the selected variant again, measured on the report texts."""
     grid_budget = GRID_BUDGET if GRID_BUDGET in budgets else budgets[0]
     runs: list[VariantRun] = []
     chosen: dict[str, dict[str, str]] = {}
@@ -144,7 +155,7 @@ def run_variants(
         runs += grid
         best = min(grid, key=lambda run: _finite(run.validation_perplexity))
         chosen[method] = {"allocation": best.allocation, "normalize": best.normalize}
-        for budget in budgets if method == gradnas else [grid_budget]:
+        for budget in budgets if method == gradnas and every_budget else [grid_budget]:
             # lsq first: its statistics (with second moments) serve bias too
             for mode in sorted(RECONSTRUCTIONS, key=lambda m: m != "lsq"):
                 if budget == grid_budget and mode == "none":
@@ -162,12 +173,22 @@ def run_variants(
         chosen[method]["reconstruct"] = min(
             at_grid, key=lambda run: _finite(run.validation_perplexity)
         ).reconstruct
+        selected = run_variant(inputs, method, grid_budget, report=True, **chosen[method])
+        runs = [run for run in runs if not _same(run, selected)] + [selected]
     return {
         "grid_budget": grid_budget,
         "runs": [asdict(run) for run in runs],
         "selected": chosen,
-        "selection": "lowest validation perplexity at the grid budget",
+        "selection": "lowest geometric mean of the validation texts' perplexities at the grid "
+        "budget",
+        "dense_validation": dict(inputs.dense.get("validation") or {}),
+        "dense_validation_perplexity": geometric_mean(inputs.dense.get("validation") or {}),
     }
+
+
+def _same(run: VariantRun, other: VariantRun) -> bool:
+    keys = ("method", "budget", "allocation", "normalize", "reconstruct")
+    return all(getattr(run, key) == getattr(other, key) for key in keys)
 
 
 def _finite(value: float) -> float:

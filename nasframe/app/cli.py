@@ -142,8 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
         choices=RECONSTRUCT_MODES,
         default=defaults.reconstruct,
         help="repair the kept weights from calibration activations: bias folds the mean of "
-        "removed units into the next bias, lsq refits the kept units' output weights "
+        "removed units into the next bias, lsq refits the kept units' output weights, "
+        "sequential refits them layer by layer on the pruned model's own inputs "
         f"(default: {defaults.reconstruct})",
+    )
+    search.add_argument(
+        "--ridge",
+        type=float,
+        default=defaults.ridge,
+        help="least-squares damping of lsq and sequential, relative to the inputs' variance "
+        f"(default: {defaults.ridge:g})",
+    )
+    search.add_argument(
+        "--calibration",
+        choices=("text", "generated", "mix"),
+        default=defaults.calibration,
+        help="what units are scored and repaired on: the text (--data or the built-in one), "
+        "rows the dense model generates itself, or half of each; evaluation is always on "
+        f"the text (default: {defaults.calibration})",
     )
     model_default = " (default: the model's; see docs/user-guide.md)"
     search.add_argument(
@@ -272,6 +288,8 @@ def _search(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         min_keep=args.min_keep,
         reconstruct=args.reconstruct,
+        calibration=args.calibration,
+        ridge=args.ridge,
         device=args.device,
         dtype=args.dtype,
     )

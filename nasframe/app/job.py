@@ -12,8 +12,6 @@ the batches in :mod:`nasframe.app.job_data`, the measurements in
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,8 +23,9 @@ import torch
 
 import nasframe.distributed as distributed
 from nasframe.api import convert, export
+from nasframe.app.calibration.sources import calibrate_on
 from nasframe.app.evaluation import mean_loss, measure, progress_bar
-from nasframe.app.job_data import JobBatches, job_batches
+from nasframe.app.job_data import JobBatches, job_batches, job_key
 from nasframe.app.job_output import (
     SearchOutcome,
     build_summary,
@@ -82,6 +81,9 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
         settings, bundle = _load_model(settings, log)
     with phase("tokenize"):
         batches = job_batches(corpus, bundle.encode, settings, _weights(bundle.model)[0])
+    with phase("generate"):  # the calibration rows the model samples itself (--calibration)
+        bar = progress_bar(_label(f"generate ({settings.calibration})", settings))
+        batches, calibration = calibrate_on(settings.calibration, batches, bundle.model, bar)
     with phase("evaluate_before"):
         before = measure(
             bundle.model,
@@ -117,6 +119,7 @@ def run_job(settings: JobSettings, log: Callable[[str], None] = print) -> JobRep
         outcome=outcome,
         repaired=repaired,
     )
+    summary["calibration"] = calibration.as_dict()
     device, dtype = _weights(pruned)
     summary["device"], summary["dtype"] = str(device), str(dtype).removeprefix("torch.")
     if not distributed.is_main():  # every rank holds the same result; rank 0 writes it
@@ -212,7 +215,7 @@ def _search(
         if reserve
         else constraint
     )
-    searcher.data_identity = _job_key(settings, corpus)  # a checkpoint of other data is refused
+    searcher.data_identity = job_key(settings, corpus)  # a checkpoint of other data is refused
     with phase("search"):
         try:
             result = searcher.search(space, searched, batches.dummy_input, config)
@@ -245,6 +248,7 @@ def _reconstruct(
         batches.calibration,
         next_token_loss,
         settings.reconstruct,
+        ridge=settings.ridge,
         progress=progress_bar(_label("reconstruct", settings)),
         can_add_bias=can_add_bias,
     )
@@ -284,7 +288,7 @@ def _search_config(
             config[key] = default if value is None else value
     if accepts("checkpoint") and settings.use_checkpoint:
         config["checkpoint"] = settings.checkpoint or str(
-            out / ".checkpoints" / f"{settings.algorithm}-{_job_key(settings, corpus)}.json"
+            out / ".checkpoints" / f"{settings.algorithm}-{job_key(settings, corpus)}.json"
         )
     if isinstance(searcher, BinarySearcher) and searcher.uses_score_func:
         held_back = batches.held_back
@@ -300,22 +304,6 @@ def _search_config(
     if accepts("max_iter_data_loader"):
         config["max_iter_data_loader"] = len(batches.calibration)
     return config
-
-
-def _job_key(settings: JobSettings, corpus: TextCorpus) -> str:
-    """Digest of everything a checkpoint's scores depend on, so stale ones are never reused."""
-    inputs = {
-        "model": settings.model,
-        "divisor": settings.divisor,
-        "seq_len": settings.seq_len,
-        "batch_size": settings.batch_size,
-        "calibration_batches": settings.calibration_batches,
-        "score_batches": settings.score_batches,
-        "text": hashlib.sha256(corpus.calibration.encode()).hexdigest(),
-    }
-    if settings.uniform:  # only when set, so earlier checkpoints keep their names
-        inputs["uniform"] = True
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # --- small helpers ---------------------------------------------------------------------------

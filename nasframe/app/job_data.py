@@ -7,6 +7,8 @@ was not calibrated on, give the perplexity before and after.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,3 +84,21 @@ def encode_enough(encode: Callable[[str], list[int]], text: str, needed: int) ->
             return ids
         length *= 2
     return encode(text)
+
+
+def job_key(settings: JobSettings, corpus: TextCorpus) -> str:
+    """Digest of everything a checkpoint's scores depend on, so stale ones are never reused."""
+    inputs = {
+        "model": settings.model,
+        "divisor": settings.divisor,
+        "seq_len": settings.seq_len,
+        "batch_size": settings.batch_size,
+        "calibration_batches": settings.calibration_batches,
+        "score_batches": settings.score_batches,
+        "text": hashlib.sha256(corpus.calibration.encode()).hexdigest(),
+    }
+    if settings.uniform:  # only when set, so earlier checkpoints keep their names
+        inputs["uniform"] = True
+    if settings.calibration != "text":
+        inputs["calibration"] = settings.calibration
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]

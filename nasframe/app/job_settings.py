@@ -8,6 +8,7 @@ a typo must not cost a model load.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from nasframe.app.calibration.sources import CALIBRATION_SOURCES
 from nasframe.errors import UserInputError
 from nasframe.reconstruction.reconstruct import RECONSTRUCT_MODES
 from nasframe.searchers.allocator import check_allocation_settings
@@ -52,6 +54,13 @@ class JobSettings:
     # Repair of the kept weights after pruning (see nasframe.reconstruct); the default is the
     # mode the SmolLM2 benchmark measured best (docs/results.md).
     reconstruct: str = "lsq"
+    # What the model is scored and repaired on: the text, rows the dense model generates
+    # itself, or half of each (see nasframe.app.calibration.sources).
+    calibration: str = "text"
+    # The least-squares damping, relative to the inputs' variance: 0.1 had the lowest
+    # validation perplexity of 0.01, 0.1 and 1 (docs/results.md, "Calibration and repair that
+    # generalise"); the library's reconstruct keeps 0.01.
+    ridge: float = 0.1
     # Where the model runs (auto: CUDA when available) and the dtype of its weights (None:
     # the model's own: a directory's saved dtype, float32 for a GGUF file or a built-in model).
     device: str = "auto"
@@ -70,9 +79,11 @@ DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 
 #: The allocation settings of the main job where the algorithm accepts them: the combination
 #: the SmolLM2 benchmark measured best (docs/results.md, "Allocation, normalisation and
-#: reconstruction"). A library search keeps the searcher's own defaults.
+#: reconstruction"), with the exact allocation, which finds the least total damage and gave
+#: SmolLM2 the same config as the greedy global one ("Calibration and repair that
+#: generalise"). A library search keeps the searcher's own defaults.
 JOB_SEARCH_DEFAULTS: dict[str, Any] = {
-    "allocation": "global",
+    "allocation": "exact",
     "normalize": "none",
     "min_keep": 0.0,
 }
@@ -139,6 +150,15 @@ def _check_search_options_supported(settings: JobSettings, config_type: type[Sea
         for key, default in JOB_SEARCH_DEFAULTS.items()
     }
     check_allocation_settings(**filled)
+    if not (isinstance(settings.ridge, int | float) and math.isfinite(settings.ridge)) or (
+        settings.ridge < 0
+    ):
+        raise UserInputError(f"--ridge must be a finite number >= 0, got {settings.ridge!r}.")
+    if settings.calibration not in CALIBRATION_SOURCES:
+        raise UserInputError(
+            f"--calibration must be one of {', '.join(CALIBRATION_SOURCES)}, got "
+            f"{settings.calibration!r}."
+        )
     if settings.reconstruct not in RECONSTRUCT_MODES:
         raise UserInputError(
             f"--reconstruct must be one of {', '.join(RECONSTRUCT_MODES)}, got "

@@ -87,7 +87,7 @@ def next_token_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """
     batch = batch.to(_model_device(model))
     inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits = _logits(model(inputs))
+    logits = model_logits(model(inputs))
     if logits.dim() != 3 or logits.shape[:2] != inputs.shape:
         raise ValueError(
             f"expected logits of shape (B, T, vocab) = ({inputs.shape[0]}, {inputs.shape[1]}, "
@@ -123,7 +123,7 @@ def perplexity(
     return math.exp(total_loss / total_tokens)
 
 
-def _logits(output: object) -> torch.Tensor:
+def model_logits(output: object) -> torch.Tensor:
     """Extract the logits tensor from the output conventions models commonly use."""
     if isinstance(output, torch.Tensor):
         return output

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any
+from functools import cache, cached_property
+from typing import Any, NamedTuple
 
 from nasframe.cost.budget import CONSTRAINT_KINDS, Constraint
 from nasframe.cost.flop_model import FlopModel, KeptUnits, measure_flops
@@ -221,6 +221,14 @@ class CostModel:
         return limit
 
 
+class Interaction(NamedTuple):
+    """One term of a cost: it multiplies the sizes of ``names`` and exists while every
+    ``(layer-like hparam, position)`` in ``gates`` is kept. Only hparams sharing one interact."""
+
+    names: frozenset[str]
+    gates: frozenset[tuple[str, int]]
+
+
 @dataclass(frozen=True)
 class CostFunction:
     """One kind of cost of a :class:`CostModel` as a callable ``config -> float``.
@@ -243,3 +251,99 @@ class CostFunction:
         if self.kind == "params":
             return [float(c) for c in self.model.params_along(config, names, sizes)]
         return [self({**config, **dict.fromkeys(names, size)}) for size in sizes]
+
+    def interacting(self) -> list[Interaction]:
+        """The cost's terms, read from the structure rather than probed: one per parameter
+        (params) or dynamic module (flops: a polynomial in its own slots), each with the
+        hparams it multiplies and the layers it lives in; the cost is their sum."""
+        space = self.model.space
+        name_of = {id(hp): name for name, hp in space.all_hparams.items()}
+        if self.kind == "params":
+            sources = [
+                ({i for _, ids, _ in entry.dims for i in ids}, entry.presence)
+                for entry in self.model._param_entries
+            ]
+        else:
+            presence = space.unit_presence()
+            sources = [
+                (
+                    {id(hp) for s in module.slots if (hp := module.get_hparam(s))},
+                    presence.get(id(module), []),
+                )
+                for _, module in space.dynamic_modules()
+            ]
+        terms = {
+            Interaction(
+                frozenset(name_of[i] for i in ids if i in name_of),
+                frozenset((name_of[id(hp)], p) for hp, p in gates if id(hp) in name_of),
+            )
+            for ids, gates in sources
+        }
+        return sorted(terms, key=lambda t: (sorted(t.names), sorted(t.gates)))
+
+    def kept_positions(self, name: str, size: int) -> frozenset[int]:
+        """The positions layer-like ``name`` keeps at ``size``: the open gates of terms."""
+        return frozenset(self.model.space.all_hparams[name].kept_positions(size))
+
+    def deltas(
+        self, config: Mapping[str, int], changes: Sequence[Mapping[str, int]]
+    ) -> list[float]:
+        """``cost(config | change) - cost(config)`` for each change, recounting only the
+        parameters (or modules' fitted FLOPs) the changed hparams touch: a table of every
+        joint size of a few hparams then costs (sizes x what they touch), not (sizes x all)."""
+        if self.kind != "params":
+            return self._flop_deltas(config, changes)
+        swept = {name for change in changes for name in change}
+        if len(swept) == 1 and all(changes):  # one hparam's sizes: its sweep is faster
+            base, (name,) = self(config), swept
+            return [c - base for c in self.along(config, [name], [c[name] for c in changes])]
+        return self._param_deltas(config, changes)
+
+    def _param_deltas(
+        self, config: Mapping[str, int], changes: Sequence[Mapping[str, int]]
+    ) -> list[float]:
+        model = self.model
+        base = model._sizes(config)
+        ids = {name: id(hp) for name, hp in model.space.all_hparams.items()}
+        gates = {id(hp) for entry in model._param_entries for hp, _ in entry.presence}
+        kept, before, result = KeptUnits(base), {}, []
+        for change in changes:
+            sizes = {**base, **{ids[name]: size for name, size in change.items()}}
+            # Presence changes only where a changed hparam gates a layer.
+            now = KeptUnits(sizes) if any(ids[name] in gates for name in change) else kept
+            delta = 0
+            for index in set().union(*(model._entries_of.get(ids[n], ()) for n in change)):
+                entry = model._param_entries[index]
+                if index not in before:
+                    before[index] = entry.count(base, kept)
+                delta += entry.count(sizes, now) - before[index]
+            result.append(float(delta))
+        return result
+
+    def _flop_deltas(
+        self, config: Mapping[str, int], changes: Sequence[Mapping[str, int]]
+    ) -> list[float]:
+        """From the fitted per-module polynomials (rounded, as predictions are), or measured
+        where the fit failed."""
+        here = self(config)  # fits the FLOP model on first use
+        flops = self.model._flop_model
+        if flops is None or not flops.exact:
+            return [self({**config, **change}) - here for change in changes]
+        uses: dict[str, list[int]] = {}
+        for index, (name, module) in enumerate(flops.modules):
+            sized = {hp.name for slot in module.slots if (hp := module.get_hparam(slot))}
+            for hparam in sized | {hp.name for hp, _ in flops.presence[name]}:
+                uses.setdefault(hparam, []).append(index)
+
+        def own(index: int, sizes: Config) -> float:
+            name, module = flops.modules[index]
+            features = flops._monomials(module, sizes, name)
+            return sum(f * t for f, t in zip(features, flops.terms[name].tolist(), strict=True))
+
+        base = self.model._config_with_defaults(config)
+        before = cache(lambda index: own(index, base))
+        result = []
+        for change in changes:
+            sizes, touched = {**base, **change}, {i for n in change for i in uses.get(n, ())}
+            result.append(float(round(sum(own(i, sizes) - before(i) for i in touched))))
+        return result

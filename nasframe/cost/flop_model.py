@@ -20,6 +20,12 @@ from nasframe.errors import UserInputError
 from nasframe.space.hparam import Hparam
 from nasframe.space.search_space import Config, SearchSpace
 
+# Random configs the fit may add to determine the coefficients, beyond its first ones.
+_EXTRA = 64
+# Random configs measured beyond those that determine the coefficients: rows the shared fit
+# must meet exactly too, so that identical-looking modules with different FLOPs are caught.
+_SPARE = 2
+
 
 class KeptUnits:
     """Which positions of layer-like hparams a config keeps (cached per size)."""
@@ -120,9 +126,12 @@ class FlopModel:
     """FLOPs of each dynamic module as a polynomial in its slots' sizes, fitted once.
 
     Every monomial is a product of a subset of the module's slot sizes (a Linear's FLOPs are
-    proportional to in_features * out_features). A handful of random configs determine the
-    coefficients; a held-out config checks the fit, and if any module's FLOPs are not of this
-    form, every prediction falls back to measuring.
+    proportional to in_features * out_features). Identical modules (the same class, slot
+    sizes, parameter shapes and submodules: a transformer's layers) share one polynomial,
+    fitted from all their measurements together, so the few random configs that determine
+    one module determine them all; a group whose members do not fit one polynomial exactly
+    is fitted module by module instead. A held-out config checks the fit, and if any
+    module's FLOPs are not of this form, every prediction falls back to measuring.
     """
 
     def __init__(self, space: SearchSpace, dummy_input: Any) -> None:
@@ -135,33 +144,45 @@ class FlopModel:
             if any(module.get_hparam(s) is not None for s in module.slots) or id(module) in presence
         ]
         self.presence = {name: presence.get(id(module), []) for name, module in self.modules}
+        groups = _identical_modules(self.modules, self.presence)
         rng = random.Random(0)
         configs = [space.max_config(), space.min_config()]
         longest = max((len(m.slots) for _, m in self.modules), default=0)
-        configs += [_random_config(space, rng) for _ in range(2**longest + 4)]
-        determined = self._top_up(configs, rng)
+        # At most what fitting every module on its own measured: 2**longest + 4 random
+        # configs, topped up by up to _EXTRA more.
+        determined = self._top_up(configs, rng, groups, 2 + 2**longest + 4 + _EXTRA)
         measured = [measure_flops(space, c, dummy_input) for c in configs]
-        self.constant, self.terms = self._fit(configs, measured)
+        self.terms, loose = self._fit(configs, measured, groups)
+        if loose:  # not one polynomial: each module alone, measuring more configs if needed
+            singles = [[member] for group in loose for member in group]
+            done = len(configs)
+            determined = self._top_up(configs, rng, singles, done + _EXTRA) and determined
+            measured += [measure_flops(space, c, dummy_input) for c in configs[done:]]
+            self.terms.update(self._fit(configs, measured, singles, shared=False)[0])
+        self.constant = measured[0][0] - sum(self._own_totals(measured[:1])[0].values())
         check = _random_config(space, rng)
         self.exact = determined and all(
             _close(self.predict_fitted(c), measure_flops(space, c, dummy_input)[0])
             for c in (check, space.max_config())
         )
 
-    def _top_up(self, configs: list[Config], rng: random.Random, extra: int = 64) -> bool:
-        """Add random configs until they determine every module's coefficients.
+    def _top_up(
+        self, configs: list[Config], rng: random.Random, groups: list[list[int]], limit: int
+    ) -> bool:
+        """Add random configs (to ``limit`` in all) until they determine every group's
+        coefficients, then ``_SPARE`` more, whose rows the fit must also meet exactly.
 
         Random configs can miss a combination a module's polynomial needs (two hparams with
         two choices each, both at the same end in every sample); the fit would then be wrong
-        elsewhere yet could pass the check. Returns False if ``extra`` more did not suffice.
+        elsewhere yet could pass the check. Returns False if ``limit`` did not suffice.
         """
-        needed = {n: self._rank(m, self._grid(m), n) for n, m in self.modules}
-        short = [(n, m) for n, m in self.modules if self._rank(m, configs, n) < needed[n]]
-        for _ in range(extra):
-            if not short:
-                break
+        needed = [max(self._rank([i], self._grid(self.modules[i][1])) for i in g) for g in groups]
+        short = [k for k, g in enumerate(groups) if self._rank(g, configs) < needed[k]]
+        while short and len(configs) < limit:
             configs.append(_random_config(self.space, rng))
-            short = [(n, m) for n, m in short if self._rank(m, configs, n) < needed[n]]
+            short = [k for k in short if self._rank(groups[k], configs) < needed[k]]
+        for _ in range(min(_SPARE, max(0, limit - len(configs)))):
+            configs.append(_random_config(self.space, rng))
         return not short
 
     def _grid(self, module: Any) -> list[Config]:
@@ -180,11 +201,19 @@ class FlopModel:
             levels.append([(hparam.name, choices[i]) for i in picks])
         return [dict(combination) for combination in itertools.product(*levels)]
 
-    def _rank(self, module: Any, configs: list[Config], name: str) -> int:
-        features = torch.tensor(
-            [self._monomials(module, c, name) for c in configs], dtype=torch.float64
-        )
+    def _rank(self, members: list[int], configs: list[Config]) -> int:
+        """The rank of the monomials of ``members`` (indices into ``modules``, sharing one
+        polynomial) over ``configs``: the coefficients are determined at full rank."""
+        features = self._features(members, configs)
         return int(torch.linalg.matrix_rank(features / features.abs().amax(dim=0).clamp(min=1)))
+
+    def _features(self, members: list[int], configs: list[Config]) -> torch.Tensor:
+        rows = [
+            self._monomials(self.modules[i][1], c, self.modules[i][0])
+            for i in members
+            for c in configs
+        ]
+        return torch.tensor(rows, dtype=torch.float64)
 
     def _monomials(self, module: Any, config: Config, name: str | None = None) -> list[float]:
         sizes = [_slot_size(module, slot, self.space, config) for slot in module.slots]
@@ -203,10 +232,11 @@ class FlopModel:
         sizes = {id(hp): config.get(hp.name, hp.active) for hp, _ in presence}
         return KeptUnits(sizes).all_present(presence)
 
-    def _fit(self, configs: list[Config], measured: list[tuple[int, dict[str, int]]]):
+    def _own_totals(self, measured: list[tuple[int, dict[str, int]]]) -> list[dict[str, int]]:
+        """Each module's own FLOPs per measurement: a parent's count includes its dynamic
+        children's, so each child is subtracted once, from its nearest dynamic ancestor that
+        ran (a layer list is iterated, never called)."""
         names = [name for name, _ in self.modules]
-        # A parent's count includes its dynamic children's: subtract each child once, from
-        # its nearest dynamic ancestor that ran (a layer list is iterated, never called).
         own_totals = []
         for _, per_module in measured:
             ran = [name for name in names if name in per_module]
@@ -216,15 +246,35 @@ class FlopModel:
                 if parent is not None:
                     own[parent] -= per_module.get(child, 0)
             own_totals.append(own)
-        terms = {}
-        for name, module in self.modules:
-            features = torch.tensor(
-                [self._monomials(module, c, name) for c in configs], dtype=torch.float64
+        return own_totals
+
+    def _fit(
+        self,
+        configs: list[Config],
+        measured: list[tuple[int, dict[str, int]]],
+        groups: list[list[int]],
+        shared: bool = True,
+    ) -> tuple[dict[str, torch.Tensor], list[list[int]]]:
+        """Coefficients of each module (one solution per group), and the groups of several
+        members that one polynomial does not fit exactly on every measured row."""
+        own_totals = self._own_totals(measured)
+        terms, loose = {}, []
+        for members in groups:
+            features = self._features(members, configs)
+            targets = torch.tensor(
+                [[own[self.modules[i][0]]] for i in members for own in own_totals],
+                dtype=torch.float64,
             )
-            targets = torch.tensor([[o[name]] for o in own_totals], dtype=torch.float64)
-            terms[name] = torch.linalg.lstsq(features, targets, driver="gelsd").solution.flatten()
-        constant = measured[0][0] - sum(own_totals[0].values())
-        return constant, terms
+            solution = torch.linalg.lstsq(features, targets, driver="gelsd").solution
+            if shared and len(members) > 1:
+                fitted = (features @ solution).flatten().tolist()
+                wanted = targets.flatten().tolist()
+                if not all(_close(round(f), round(w)) for f, w in zip(fitted, wanted, strict=True)):
+                    loose.append(members)
+                    continue
+            for i in members:
+                terms[self.modules[i][0]] = solution.flatten()
+        return terms, loose
 
     def predict_fitted(self, config: Config) -> int:
         total = float(self.constant)
@@ -237,6 +287,25 @@ class FlopModel:
         if self.exact:
             return self.predict_fitted(config)
         return measure_flops(self.space, config, self.dummy_input)[0]
+
+
+def _identical_modules(
+    modules: list[tuple[str, Any]], presence: Mapping[str, list[tuple[Hparam, int]]]
+) -> list[list[int]]:
+    """Indices of ``modules`` grouped by what their FLOPs can depend on besides their slot
+    sizes: class, each slot's full size and whether an hparam sets it, parameter shapes,
+    submodule types and how many layer-like hparams gate them."""
+    groups: dict[tuple, list[int]] = {}
+    for index, (name, module) in enumerate(modules):
+        key = (
+            type(module),
+            tuple((s, module.slot_size(s), module.get_hparam(s) is None) for s in module.slots),
+            tuple((n, tuple(p.shape), p.dtype) for n, p in module.named_parameters()),
+            tuple((n, type(m)) for n, m in module.named_modules()),
+            len(presence.get(name, [])),
+        )
+        groups.setdefault(key, []).append(index)
+    return list(groups.values())
 
 
 def _close(predicted: int, measured: int) -> bool:

@@ -33,17 +33,21 @@ import torch
 from torch import nn
 
 from nasframe.errors import UserInputError
+from nasframe.modules.depth import DynamicLayerList
+from nasframe.reconstruction.layer_calls import Unsupported, layer_stack
 from nasframe.reconstruction.refit import fold_bias, refit_kept_columns, refit_least_squares
+from nasframe.reconstruction.sequential import inside_stack, walk_layers
 from nasframe.reconstruction.stats import (
     LinearStats,
     collect,
     default_max_stats_bytes,
     plan_chunks,
 )
-from nasframe.reconstruction.targets import Target, add_bias, find_targets
+from nasframe.reconstruction.targets import Target, find_targets
+from nasframe.reconstruction.updates import Update, write_update
 from nasframe.space.search_space import SearchSpace
 
-RECONSTRUCT_MODES = ("none", "bias", "lsq")
+RECONSTRUCT_MODES = ("none", "bias", "lsq", "sequential")
 
 
 @dataclass
@@ -60,15 +64,8 @@ class ReconstructionReport:
     without_bias: list[str] = field(default_factory=list)
     batches: int = 0
     seconds: float = 0.0
-
-
-@dataclass
-class _Update:
-    """A target's new kept columns (None: unchanged) and full bias (None: it has none and
-    gets none), pending until every chunk has been measured."""
-
-    columns: torch.Tensor | None
-    bias: torch.Tensor | None
+    #: How ``"sequential"`` ran: layer by layer, or one-shot lsq and why.
+    note: str = ""
 
 
 def reconstruct(
@@ -142,6 +139,15 @@ def reconstruct(
         batches = _reiterable(batches)
         if hasattr(batches, "__len__") and len(batches) == 0:
             raise UserInputError("reconstruction needs calibration batches; none were given.")
+        walked: list[Target] = []
+        stack = layer_stack(space) if mode == "sequential" else None
+        if stack is not None:
+            walked = inside_stack(stack, targets)
+            targets = [t for t in targets if t not in walked]
+        elif mode == "sequential":
+            report.note = "one-shot lsq: the model has no layer stack to walk"
+        # Maps outside the layer stack are measured on the dense model before the walk
+        # changes anything, and updated after it.
         updates = _measure_and_solve(
             space,
             targets,
@@ -154,18 +160,56 @@ def reconstruct(
             report,
             statistics,
         )
-        with torch.no_grad():
+        with torch.no_grad(), _eval_mode(space.model):
+            if walked:
+                _walk(space, stack, walked, batches, forward, ridge, progress, report, updates)
             for target, update in updates:
-                if target.bias is None and update.bias is None:
-                    report.without_bias.append(target.name)
-                elif target.bias is None:
-                    add_bias(space.model, target.bias_name, target.out_features)
-                    report.added_biases[target.bias_name] = target.out_features
-                _apply(target, update)
-                report.reconstructed.append(target.name)
+                write_update(space, target, update, report)
         space.added_biases.update(report.added_biases)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _walk(
+    space: SearchSpace,
+    stack: DynamicLayerList,
+    walked: list[Target],
+    batches: Any,
+    forward: Callable[[nn.Module, Any], Any],
+    ridge: float,
+    progress: Callable[..., Any],
+    report: ReconstructionReport,
+    updates: list[tuple[Target, Update]],
+) -> None:
+    """The sequential repair of the maps inside the layer stack; one-shot lsq for them
+    instead (added to ``updates``) when the stack cannot be run layer by layer."""
+    batches = list(batches)
+    report.batches = len(batches)
+
+    def apply(target: Target, columns: torch.Tensor, bias: torch.Tensor | None) -> None:
+        write_update(space, target, Update(columns.to(target.weight.dtype), bias), report)
+
+    try:
+        report.skipped.update(
+            walk_layers(space, stack, walked, batches, forward, ridge, apply, progress)
+        )
+        report.note = f"layer by layer over {len(stack.all_layers())} layers"
+    except Unsupported as reason:
+        report.note = f"one-shot lsq: the layer stack cannot be run layer by layer ({reason})"
+        updates.extend(
+            _measure_and_solve(
+                space,
+                walked,
+                batches,
+                forward,
+                "lsq",
+                ridge,
+                progress,
+                default_max_stats_bytes(space.model),
+                report,
+                None,
+            )
+        )
 
 
 def _without_forbidden_folds(
@@ -200,11 +244,11 @@ def _measure_and_solve(
     max_stats_bytes: int,
     report: ReconstructionReport,
     keep: dict[str, LinearStats] | None,
-) -> list[tuple[Target, _Update]]:
+) -> list[tuple[Target, Update]]:
     """Statistics of every target at the full config, chunk by chunk (those in ``keep`` are
     reused; the ones measured are added to it when given), and each target's update (applied
     by the caller once all are known, so every chunk sees the dense model)."""
-    lsq = mode == "lsq"
+    lsq = mode in ("lsq", "sequential")
     known = keep or {}
 
     def usable(target: Target) -> bool:
@@ -216,7 +260,7 @@ def _measure_and_solve(
         )
 
     missing = [t for t in targets if not usable(t)]
-    updates: list[tuple[Target, _Update]] = []
+    updates: list[tuple[Target, Update]] = []
 
     def solve(target: Target, stat: LinearStats) -> None:
         if stat.count == 0:
@@ -245,7 +289,7 @@ def _measure_and_solve(
     return updates
 
 
-def _solve(target: Target, stats: LinearStats, lsq: bool, ridge: float) -> _Update:
+def _solve(target: Target, stats: LinearStats, lsq: bool, ridge: float) -> Update:
     weight = target.matrix().detach().to(torch.float64)
     bias = target.bias
     bias = (
@@ -257,24 +301,15 @@ def _solve(target: Target, stats: LinearStats, lsq: bool, ridge: float) -> _Upda
         kept = target.kept.to(weight.device)
         moment = (stats.gram / stats.count).to(weight.device)
         columns = refit_kept_columns(weight, moment, kept, ridge)
-        return _Update(columns.to(target.weight.dtype).cpu(), None)
+        return Update(columns.to(target.weight.dtype).cpu(), None)
     mean = stats.mean().to(weight.device)
     if not lsq:
         removed = target.removed.to(weight.device)
-        return _Update(None, fold_bias(weight, bias, mean, removed).cpu())
+        return Update(None, fold_bias(weight, bias, mean, removed).cpu())
     kept = target.kept.to(weight.device)
     covariance = stats.covariance().to(weight.device)
     columns, new_bias = refit_least_squares(weight, bias, mean, covariance, kept, ridge)
-    return _Update(columns.to(target.weight.dtype).cpu(), new_bias.cpu())
-
-
-def _apply(target: Target, update: _Update) -> None:
-    weight = target.weight
-    if update.columns is not None:
-        target.matrix()[:, target.kept.to(weight.device)] = update.columns.to(weight.device)
-    bias = target.bias
-    if update.bias is not None:
-        bias.copy_(update.bias.to(device=bias.device, dtype=bias.dtype))
+    return Update(columns.to(target.weight.dtype).cpu(), new_bias.cpu())
 
 
 def _reiterable(batches: Iterable[Any]) -> Iterable[Any]:

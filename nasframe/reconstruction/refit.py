@@ -49,7 +49,7 @@ def refit_least_squares(
         damping = ridge  # every kept input is constant: any damping keeps W_K
     system = c_kk + damping * torch.eye(len(kept), dtype=c_kk.dtype, device=c_kk.device)
     target = weight @ covariance[:, kept] + damping * weight[:, kept]  # (out, |K|)
-    columns = _solve_symmetric(system, target.T).T
+    columns = solve_symmetric(system, target.T).T
     new_bias = bias + weight @ mean - columns @ mean[kept]
     return columns, new_bias
 
@@ -70,10 +70,10 @@ def refit_kept_columns(
         damping = ridge  # every kept input is always zero: any damping keeps W_K
     system = s_kk + damping * torch.eye(len(kept), dtype=s_kk.dtype, device=s_kk.device)
     target = weight @ moment[:, kept] + damping * weight[:, kept]
-    return _solve_symmetric(system, target.T).T
+    return solve_symmetric(system, target.T).T
 
 
-def _solve_symmetric(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+def solve_symmetric(system: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """``system^-1 rhs`` for a symmetric positive semi-definite ``system``: Cholesky when it
     is definite, else the pseudo-inverse (undamped and singular, e.g. duplicated inputs)."""
     factor, info = torch.linalg.cholesky_ex(system)

@@ -19,7 +19,7 @@ wrong rather than merely useless:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -42,6 +42,9 @@ class Target:
     removed: torch.Tensor
     # it lacks a bias and may not get one: refitted without a bias term (see reconstruct)
     bias_free: bool = False
+    # the hparams indexing its input, by name, with their full sizes: what the sequential
+    # repair widens to compute the removed inputs too
+    input_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def weight(self) -> nn.Parameter:
@@ -180,7 +183,9 @@ def _inspect(
     kept_index = everything[kept] if isinstance(kept, slice) else kept.to(torch.long).cpu()
     mask = torch.ones(len(everything), dtype=torch.bool)
     mask[kept_index] = False
-    return Target(name, module_name, module, linear_map, kept_index, everything[mask]), ""
+    target = Target(name, module_name, module, linear_map, kept_index, everything[mask])
+    target.input_sizes = {hparam.name: hparam.max for hparam in hparams}
+    return target, ""
 
 
 def add_bias(root: nn.Module, name: str, size: int) -> nn.Parameter:

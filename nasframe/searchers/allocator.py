@@ -22,6 +22,7 @@ from nasframe.searchers.allocation import (
     threshold_allocation,
     uniform_allocation,
 )
+from nasframe.searchers.exact_allocation import exact_allocation
 from nasframe.searchers.global_allocation import global_allocation
 from nasframe.searchers.normalization import NORMALIZATIONS, normalize_sensitivity
 from nasframe.space.search_space import Config, SearchSpace
@@ -29,11 +30,13 @@ from nasframe.space.search_space import Config, SearchSpace
 if TYPE_CHECKING:
     from nasframe.searchers.config import BinarySearchConfig
 
-#: How sensitivities become sizes: one degradation threshold for every hparam, or the
-#: cost-aware greedy that removes the least damage per unit of cost first.
+#: How sensitivities become sizes: one degradation threshold for every hparam, the
+#: cost-aware greedy that removes the least damage per unit of cost first, or the least total
+#: damage within the limit, solved exactly where the cost splits (multiple-choice knapsacks).
 ALLOCATIONS: dict[str, Allocation] = {
     "threshold": threshold_allocation,
     "global": global_allocation,
+    "exact": exact_allocation,
 }
 
 

@@ -27,6 +27,7 @@ from nasframe import (
     convert,
     export,
 )
+from nasframe.cost.flops import _register_missing_formulas
 
 
 @pytest.mark.parametrize(
@@ -122,7 +123,10 @@ def test_params_equal_the_exported_models_parameter_count(seed) -> None:
 
 def flop_count(model, x) -> int:
     # Grad enabled: under no_grad an eval-mode nn.MultiheadAttention takes a fused fast path
-    # whose FLOPs FlopCounterMode does not see.
+    # whose FLOPs FlopCounterMode does not see. The formulas nasframe adds (CPU attention)
+    # must be registered first, or this count misses what nasframe's own count sees when it
+    # is the first FLOP count of the process.
+    _register_missing_formulas()
     with FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops()

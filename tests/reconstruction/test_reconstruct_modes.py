@@ -20,7 +20,7 @@ def test_an_unknown_mode_is_one_user_error_naming_the_valid_modes():
     space = mlp_space()
     with pytest.raises(UserInputError, match="unknown reconstruction mode 'ols'.*none, bias, lsq"):
         nasframe.reconstruct(space, [], run, "ols")
-    assert nasframe.RECONSTRUCT_MODES == ("none", "bias", "lsq")
+    assert nasframe.RECONSTRUCT_MODES == ("none", "bias", "lsq", "sequential")
 
 
 @pytest.mark.parametrize(

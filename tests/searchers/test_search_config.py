@@ -26,7 +26,11 @@ def _score(model) -> float:
         ("verbose", "yes", "verbose must be True or False, got 'yes'"),
         ("score_func", "minus loss", "score_func must be callable"),
         ("uniform", 1, "uniform must be True or False, got 1"),
-        ("allocation", "greedy", "allocation must be one of threshold, global, got 'greedy'"),
+        (
+            "allocation",
+            "greedy",
+            "allocation must be one of threshold, global, exact, got 'greedy'",
+        ),
         ("normalize", "mean", "normalize must be one of none, sum, max, got 'mean'"),
         ("min_keep", -0.1, r"min_keep must be a fraction of each hparam's size in \[0, 1\]"),
         ("min_keep", "half", "min_keep must be a fraction"),

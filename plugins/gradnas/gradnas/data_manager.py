@@ -43,6 +43,9 @@ class GradientDataManager:
             )
             return manager, handle
 
+    ``gradnas.gates.gate(out, manager.mask.to(out.dtype))`` multiplies the same way and
+    rebuilds ``out`` in backward instead of keeping it where it can (``gradnas.rebuild``).
+
     Args:
         shape: Shape of the mask: the number of units, or a per-element shape that
             ``reduce_func`` reduces to one score per unit.

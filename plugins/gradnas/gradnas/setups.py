@@ -8,6 +8,11 @@ its own, is masked on its output before the output projection, whatever kernel c
 A layer is masked on its residual contribution (``x + m * (layer(x) - x)``), and a residual
 stream on every write into it, with one mask, so that ``m = 0`` removes the channel
 everywhere at once.
+
+The Linear-input, residual-write and layer masks go through :mod:`gradnas.gates`, which
+rebuild what the mask gradients read in backward where they can instead of keeping it (a
+SwiGLU product, a projection's output, a layer's output: :mod:`gradnas.rebuild`), so scoring
+stores less than a training step.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import torch
 from torch.utils.hooks import RemovableHandle
 
 from gradnas.data_manager import GradientDataManager
+from gradnas.gates import gate, gate_layer
+from gradnas.rebuild import plan_for, record_replays, replay_plan
 from nasframe.modules.attention import DynamicMultiheadAttention
 from nasframe.modules.depth import DynamicLayerList
 from nasframe.modules.linear import DynamicLinear
@@ -66,9 +73,9 @@ def setup_linear_input(module: DynamicLinear) -> SetupResult:
     def gate_input(_: Any, args: tuple[Any, ...], kwargs: dict[str, Any]):
         if args:
             x = args[0]
-            return (x * manager.mask.to(x.dtype), *args[1:]), kwargs
+            return (gate(x, manager.mask.to(x.dtype)), *args[1:]), kwargs
         x = kwargs["input"]  # called as linear(input=x)
-        return args, {**kwargs, "input": x * manager.mask.to(x.dtype)}
+        return args, {**kwargs, "input": gate(x, manager.mask.to(x.dtype))}
 
     return manager, module.register_forward_pre_hook(gate_input, with_kwargs=True)
 
@@ -105,7 +112,7 @@ def setup_layer_gates(module: DynamicLayerList) -> SetupResult:
             x = args[0] if args else kwargs["hidden_states"]
             y = _first_tensor(output)
             m = manager.mask[position].to(y.dtype)
-            return _replace_first(output, x + m * (y - x))
+            return _replace_first(output, gate_layer(x, y, m))
 
         handles.append(layer.register_forward_hook(gate, with_kwargs=True))
     return manager, Handles(handles)
@@ -119,13 +126,27 @@ def setup_residual_stream(
     The stream is the sum of its writes (embeddings, attention and FFN outputs), so scaling
     every write of channel ``c`` by ``m_c`` scales the channel everywhere: its gradient is
     the first-order cost of removing the channel from the whole model.
+
+    A write is a projection's output, which nothing else keeps; its gate replays the
+    projection in backward instead (:func:`gradnas.rebuild.replay_plan`) when the
+    projection's input can be rebuilt. A writer that is not itself a leaf module (an
+    attention block) has its leaf modules' replays recorded, so the gate finds the one whose
+    output the writer returns (``o_proj``'s).
     """
     manager = GradientDataManager(hparam.max, model)
     manager.hparam = hparam
 
-    def scale(_: Any, __: Any, output: Any) -> Any:
+    def scale(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
         y = _first_tensor(output)
-        return _replace_first(output, y * manager.mask.to(y.dtype))
+        plan = plan_for(y) or replay_plan(module, args, kwargs, y)
+        return _replace_first(output, gate(y, manager.mask.to(y.dtype), plan))
 
-    handles = [model.get_submodule(name).register_forward_hook(scale) for name in writers]
+    handles = []
+    for name in writers:
+        writer = model.get_submodule(name)
+        for leaf in writer.modules():
+            if leaf is not writer and next(leaf.children(), None) is None:
+                hook = leaf.register_forward_hook(record_replays, with_kwargs=True, prepend=True)
+                handles.append(hook)
+        handles.append(writer.register_forward_hook(scale, with_kwargs=True))
     return manager, Handles(handles)

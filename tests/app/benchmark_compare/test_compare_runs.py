@@ -99,7 +99,12 @@ def _tiny_run(model: nn.Module, tmp_path: Path, methods: tuple[str, ...]):
         return [torch.randint(0, 64, (2, 9), generator=generator) for _ in range(n)]
 
     data = compare.Data(
-        batches(2), batches(1), batches(1), source="random tokens", validation=batches(1)
+        batches(2),
+        batches(1),
+        batches(1),
+        source="random tokens",
+        validation={"validation@8": batches(1)},
+        report={"report@8": batches(1)},
     )
     settings = replace(
         compare.parse_settings(["--quick", "--no-progress", "--out-md", str(tmp_path / "r.md")]),
@@ -107,7 +112,12 @@ def _tiny_run(model: nn.Module, tmp_path: Path, methods: tuple[str, ...]):
         methods=methods,
         divisor=16,
     )
-    dense = {"perplexity": 64.0, "params": sum(p.numel() for p in model.parameters())}
+    dense = {
+        "perplexity": 64.0,
+        "params": sum(p.numel() for p in model.parameters()),
+        "perplexities": {"report@8": 64.0, "docstrings@128": 64.0},
+        "validation": {"validation@8": 64.0},
+    }
     return data, settings, dense
 
 

@@ -81,12 +81,12 @@ def test_saved_model_loads_and_reproduces_the_reported_perplexity(
     assert measured == pytest.approx(summary["perplexity"]["after"], rel=1e-5)
 
 
-def test_the_default_search_allocates_globally_and_reconstructs_by_least_squares(
+def test_the_default_search_allocates_exactly_and_reconstructs_by_least_squares(
     finished_run: dict,
 ) -> None:
     summary = read_summary(finished_run["out"])
     search = summary["search"]
-    assert (search["allocation"], search["normalize"], search["min_keep"]) == ("global", "none", 0)
+    assert (search["allocation"], search["normalize"], search["min_keep"]) == ("exact", "none", 0)
     assert summary["reconstruct"]["mode"] == "lsq"
     assert summary["reconstruct"]["reconstructed"], "no projection was repaired"
     assert summary["reconstruct"]["batches"] == CALIBRATION

@@ -15,7 +15,8 @@ from nasframe_transformers.families.gpt2 import GPT2
 from nasframe_transformers.families.llama import LLAMA
 from nasframe_transformers.families.protocol import TransformersFamily
 
-# The structure description comes last: it claims any decoder the hand-written ones do not.
+# LLAMA is the structure description limited to Llama, Mistral and Qwen2 (families.llama);
+# the unlimited description comes last: it claims any decoder the others do not.
 DECODER = DecoderFamily(before=(LLAMA, GPT2, BERT))
 FAMILIES: tuple[TransformersFamily, ...] = (LLAMA, GPT2, BERT, DECODER)
 

@@ -1,11 +1,11 @@
 """Attention of any decoder with separate query/key/value/output projections, made dynamic.
 
-The generalisation of :mod:`nasframe_transformers.modules.attention` to projections of any
+Grouped-query attention whose KV groups and query heads are pruned, for projections of any
 name (``q_proj``/``k_proj``/``v_proj`` with ``o_proj``, ``out_proj`` or ``dense``) and to head
 counts under any attribute name (``num_heads``, ``num_attention_heads``,
 ``num_key_value_heads``, ``num_key_value_groups``): the counts the family's forward reads are
 properties that follow the kept KV groups and query heads per group, and the export stores
-them as plain integers. The slots are the same as Llama's: whole KV groups, query heads
+them as plain integers. The slots: whole KV groups, query heads
 within every group (the same number in each), and the hidden size on the projections'
 outer dimensions; the head dimension is never pruned.
 
@@ -15,6 +15,11 @@ whose sections play the q/k/v roles (``qkv_proj.q`` ...). A family that reads he
 from its config at forward time (Phi-3 splits ``qkv_proj``'s output at
 ``config.num_attention_heads * head_dim``) sees a :class:`HeadCountConfig`: the model's config
 with the kept head counts in place of the full ones.
+
+A fused projection of [query, key, value] rows per head (GPT-NeoX's ``query_key_value``, whose
+forward reshapes the output to (heads, 3 * head_dim)) needs no sections: every head is its own
+KV group, so a KV group's unit is one block of ``3 * head_dim`` contiguous rows, and the
+projection plays all three roles as one sliced projection.
 """
 
 from __future__ import annotations
@@ -34,6 +39,14 @@ from nasframe_transformers.modules.wrapped import WrappedModule, plain_linear
 HEAD_COUNTS = ("num_heads", "num_attention_heads", "n_head", "n_heads")
 KV_COUNTS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")
 GROUP_COUNTS = ("num_key_value_groups",)
+#: Where attention classes store the head width (GPT-NeoX says ``head_size``).
+HEAD_DIM_NAMES = ("head_dim", "head_size")
+
+
+def head_dim_of(module: nn.Module) -> int | None:
+    """The head width an attention module stores, or None when it stores none."""
+    state = vars(module)
+    return next((state[n] for n in HEAD_DIM_NAMES if isinstance(state.get(n), int)), None)
 
 
 class HeadCountConfig:
@@ -90,6 +103,8 @@ class DynamicDecoderAttention(WrappedModule):
 
     #: Fused projections: name -> its sections (q/k/v roles), in row order.
     FUSED: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: The fused projection of [query, key, value] rows per head ("" when there is none).
+    PER_HEAD: ClassVar[str] = ""
 
     @classmethod
     def adopt(cls, module: nn.Module) -> DynamicDecoderAttention:
@@ -109,6 +124,9 @@ class DynamicDecoderAttention(WrappedModule):
     @classmethod
     def convert(cls, module: nn.Module) -> DynamicDecoderAttention:
         new = cls.adopt(module)
+        if cls.PER_HEAD:
+            new.declare_slots(new.per_head_slots())
+            return new
         q, k, v, o = (cls.ROLES[role] for role in "qkvo")
         head_dim = new.decoder_head_dim
         kv_heads = new.get_submodule(k).out_features // head_dim
@@ -135,6 +153,23 @@ class DynamicDecoderAttention(WrappedModule):
         )
         return new
 
+    def per_head_slots(self) -> dict[str, tuple[SlotDim, ...]]:
+        """Slots of a [query, key, value]-per-head projection: a KV group (one head) owns
+        its block of ``3 * head_dim`` rows and its ``head_dim`` output columns; one query
+        head per group, so that slot has one unit."""
+        fused, o, head_dim = self.PER_HEAD, self.ROLES["o"], self.decoder_head_dim
+        heads = self.get_submodule(o).in_features // head_dim
+        rows = tuple(SlotDim(f"{fused}.{p}", 0, 3 * head_dim) for p in ("weight", "bias"))
+        return {
+            "num_key_value_heads": (*rows, SlotDim(f"{o}.weight", 1, head_dim)),
+            "query_heads_per_group": (SlotDim(f"{o}.weight", 1, head_dim, groups=heads),),
+            "hidden_size": (
+                SlotDim(f"{fused}.weight", 1),
+                SlotDim(f"{o}.weight", 0),
+                SlotDim(f"{o}.bias", 0),
+            ),
+        }
+
     def projection_weights(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A fused projection's kept rows are its sections' kept rows, in order."""
         if name not in self.FUSED:
@@ -156,8 +191,12 @@ class DynamicDecoderAttention(WrappedModule):
 
     @property
     def decoder_head_dim(self) -> int:
-        """The head width (the family's ``head_dim``, stored on the module by every family)."""
-        return int(self.__dict__["head_dim"])
+        """The head width (``head_dim`` or ``head_size``, stored on the module by every
+        family)."""
+        head_dim = head_dim_of(self)
+        if head_dim is None:
+            raise TypeError(f"{type(self).__name__} stores no integer head_dim or head_size")
+        return head_dim
 
     def _count(self, name: str) -> int:
         kv = self.active_size("num_key_value_heads")
@@ -183,10 +222,12 @@ def decoder_attention_class(
     counts: tuple[str, ...],
     fused: tuple[tuple[str, tuple[str, ...]], ...] = (),
     has_config: bool = False,
+    per_head: str = "",
 ) -> type[DynamicDecoderAttention]:
     """The dynamic subclass of ``plain_class`` whose projections are ``roles`` (role, path;
-    a fused projection's sections are ``name.q`` ...), whose head-count attributes ``counts``
-    follow the kept heads, and whose ``config`` (when ``has_config``) states them (made once)."""
+    a fused projection's sections are ``name.q`` ...; a per-head fused projection, named by
+    ``per_head``, plays q, k and v), whose head-count attributes ``counts`` follow the kept
+    heads, and whose ``config`` (when ``has_config``) states them (made once)."""
     names = dict(roles)
     children = tuple(dict.fromkeys(names[role].partition(".")[0] for role in "qkvo"))
     namespace: dict[str, Any] = {
@@ -194,6 +235,7 @@ def decoder_attention_class(
         "ROLES": names,
         "PROJECTIONS": children,
         "FUSED": dict(fused),
+        "PER_HEAD": per_head,
         "DERIVED": frozenset(counts) | ({"config"} if has_config else frozenset()),
         "__module__": DynamicDecoderAttention.__module__,
     }
@@ -211,8 +253,9 @@ def head_count_attributes(module: nn.Module) -> tuple[str, ...]:
 
 def setup_decoder_heads(module: DynamicDecoderAttention) -> Any:
     """gradnas masks for KV groups and query heads per group, on the head outputs entering
-    the output projection (as :func:`nasframe_transformers.modules.attention.setup_gqa_heads`
-    does for Llama): a zero mask is exactly a removed head."""
+    the output projection: a zero mask is exactly a removed head. A KV group's mask
+    multiplies the outputs of all its query heads; the within-group mask is one per (group,
+    head) and a unit's score sums its heads over the groups."""
     from gradnas.data_manager import GradientDataManager
 
     groups = module.slot_size("num_key_value_heads")

@@ -1,11 +1,14 @@
 """The kept-layer view of any decoder's base model while some of its layers are dropped.
 
-:mod:`nasframe_transformers.modules.kept_layers` for Llama's names, generalised: the layer
-stack and each layer's attention may have any attribute name (``h`` and ``attn`` in GPT-J,
-``layers`` and ``self_attn`` in most). Around each forward with layers dropped, the kept
+A converted model runs its base model's own forward, which numbers layers by their
+``layer_idx`` and reads per-layer config lists by position. The layer stack and each layer's
+attention may have any attribute name (``h`` and ``attn`` in GPT-J, ``layers`` and
+``self_attn`` in most). Around each forward with layers dropped, the kept
 layers are numbered 0..n-1 (their attention's ``layer_idx``, which selects a cache slot, and
-the layer's own) and ``config.layer_types`` lists their types, exactly as the export will;
-the originals come back after the forward, even when it raises.
+the layer's own) and the config's per-layer lists (``layer_types``, SmolLM3's
+``no_rope_layers``: any list whose name says "layer" with one entry per layer) list the kept
+layers' entries, exactly as the export will; the originals come back after the forward, even
+when it raises.
 """
 
 from __future__ import annotations
@@ -24,12 +27,27 @@ def _indexed(layer: nn.Module, attention: str) -> list[nn.Module]:
     return [m for m in (getattr(layer, attention), layer) if hasattr(m, "layer_idx")]
 
 
+def per_layer_lists(config: Any) -> dict[str, list]:
+    """The config's lists with one entry per layer: named with "layer", as long as
+    ``num_hidden_layers`` (read before the export writes the kept count)."""
+    count = getattr(config, "num_hidden_layers", None)
+    return {
+        key: value
+        for key, value in vars(config).items()
+        if "layer" in key
+        and not key.startswith("_")
+        and isinstance(value, list | tuple)
+        and len(value) == count
+    }
+
+
 def renumber(layers: list[nn.Module], attention: str, config: Any) -> None:
-    """Number ``layers`` 0..n-1 and give ``config.layer_types`` their types, in place."""
-    layer_types = getattr(config, "layer_types", None)
+    """Number ``layers`` 0..n-1 and give the config's per-layer lists their entries, in
+    place."""
     old = [getattr(getattr(layer, attention), "layer_idx", None) for layer in layers]
-    if layer_types is not None and None not in old:
-        config.layer_types = [layer_types[index] for index in old]
+    if None not in old:
+        for key, values in per_layer_lists(config).items():
+            setattr(config, key, type(values)(values[index] for index in old))
     for new_index, layer in enumerate(layers):
         for module in _indexed(layer, attention):
             module.layer_idx = new_index
@@ -48,18 +66,18 @@ class KeptLayerView:
         kept = layers.kept_layers()
         if len(kept) == len(layers.all_layers()):
             return
-        saved_types = getattr(base.config, "layer_types", None)
+        saved_lists = per_layer_lists(base.config)
         indices = [[m.layer_idx for m in _indexed(layer, self.attention)] for layer in kept]
-        base.__dict__[_SAVED] = (saved_types, indices)
+        base.__dict__[_SAVED] = (saved_lists, indices)
         renumber(kept, self.attention, base.config)
 
     def after(self, base: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         saved = base.__dict__.pop(_SAVED, None)
         if saved is None:
             return
-        saved_types, indices = saved
-        if saved_types is not None:
-            base.config.layer_types = saved_types
+        saved_lists, indices = saved
+        for key, values in saved_lists.items():
+            setattr(base.config, key, values)
         kept = getattr(base, self.stack).kept_layers()
         for layer, layer_indices in zip(kept, indices, strict=True):
             for module, index in zip(_indexed(layer, self.attention), layer_indices, strict=True):

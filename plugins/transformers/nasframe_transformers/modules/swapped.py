@@ -4,7 +4,11 @@ A family's norm computes its own formula (Gemma's ``1 + weight``, fp32 upcasts, 
 position embedding's offset); rather than re-implementing each, the dynamic subclass keeps
 the full parameters and, for one forward, puts their slices in the module's parameter table,
 so the family's own forward runs on the kept channels. The slices are views (or index
-copies) of the parameters, so gradients reach the full-size parameters.
+copies) of the parameters, so gradients reach the full-size parameters. Attributes that state
+the width (``hidden_size``, a LayerNorm's ``normalized_shape``) follow the kept size for the
+forward too, and the export stores the kept size in them. A norm without parameters (OLMo's
+LayerNorm, which passes only ``normalized_shape`` to ``layer_norm``) is one of these whose
+width is its only state.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from nasframe.space.dynamic import DynamicModule, SlotDim
@@ -38,6 +43,20 @@ class SwappedModule(DynamicModule):
     DIMS: ClassVar[dict[str, int]]  # parameter -> the dimension the slot indexes
     SIZE_ATTRIBUTES: ClassVar[tuple[str, ...]] = ()  # ints that state the sliced width
 
+    def _kept_widths(self) -> dict[str, Any]:
+        """The width-stating attributes, set to the kept size (empty at full size)."""
+        full, active = self.slot_size(self.SLOT), self.active_size(self.SLOT)
+        if full == active:
+            return {}
+        state, kept = vars(self), {}
+        for attribute in self.SIZE_ATTRIBUTES:
+            value = state.get(attribute)
+            if value == full:
+                kept[attribute] = active
+            elif isinstance(value, tuple | list) and tuple(value) == (full,):
+                kept[attribute] = (active,)
+        return kept
+
     @classmethod
     def convert(cls, module: nn.Module) -> SwappedModule:
         new = cls.__new__(cls)
@@ -51,12 +70,16 @@ class SwappedModule(DynamicModule):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         full = {name: self._parameters[name] for name in self.DIMS if name in self._parameters}
+        widths = self._kept_widths()
+        stated = {name: vars(self)[name] for name in widths}
         try:
             for name in full:
                 self._parameters[name] = self.sliced(name)
+            vars(self).update(widths)
             return super().forward(*args, **kwargs)
         finally:
             self._parameters.update(full)
+            vars(self).update(stated)
 
     def export(self) -> nn.Module:
         plain = self.PLAIN_CLASS.__new__(self.PLAIN_CLASS)
@@ -66,10 +89,8 @@ class SwappedModule(DynamicModule):
             if param is not None and name in self.DIMS:
                 kept = self.sliced(name).detach().clone()
                 plain.register_parameter(name, nn.Parameter(kept, param.requires_grad))
-        full, active = self.slot_size(self.SLOT), self.active_size(self.SLOT)
-        for attribute in self.SIZE_ATTRIBUTES:
-            if getattr(plain, attribute, None) == full:
-                setattr(plain, attribute, active)
+        for attribute, value in self._kept_widths().items():
+            setattr(plain, attribute, value)
         plain.train(self.training)
         return plain
 
@@ -80,7 +101,40 @@ class SwappedNorm(SwappedModule):
     SLOT = "hidden_size"
     SLOTS = {"hidden_size": (SlotDim("weight", 0),)}
     DIMS = {"weight": 0, "bias": 0}
-    SIZE_ATTRIBUTES = ("hidden_size", "dim")
+    SIZE_ATTRIBUTES = ("hidden_size", "dim", "normalized_shape")
+
+
+#: The stand-in for a parameter-free norm's channels (a plain tensor of zeros, not a
+#: parameter or buffer: nothing counts, saves or moves it; sorting permutes zeros).
+CHANNELS = "_nasframe_channels"
+
+
+def stated_width(module: nn.Module) -> int | None:
+    """The width a module states in ``normalized_shape`` (an int or a 1-tuple), or None."""
+    shape = getattr(module, "normalized_shape", None)
+    if isinstance(shape, int):
+        return shape
+    if isinstance(shape, tuple | list) and len(shape) == 1 and isinstance(shape[0], int):
+        return shape[0]
+    return None
+
+
+class SwappedFreeNorm(SwappedNorm):
+    """A norm over the hidden size without parameters (OLMo's LayerNorm): only its stated
+    width follows the slot; a tensor of zeros gives the slot its size."""
+
+    SLOTS = {"hidden_size": (SlotDim(CHANNELS, 0),)}
+    DIMS: ClassVar[dict[str, int]] = {}
+
+    @classmethod
+    def convert(cls, module: nn.Module) -> SwappedFreeNorm:
+        new = super().convert(module)
+        width = stated_width(module)
+        if width is None:
+            raise TypeError(f"{type(module).__name__} states no normalized_shape to slice")
+        new.__dict__[CHANNELS] = torch.zeros(width)
+        new.declare_slots(cls.SLOTS)
+        return new
 
 
 class SwappedEmbedding(SwappedModule):

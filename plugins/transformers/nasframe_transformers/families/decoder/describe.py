@@ -6,12 +6,15 @@
   output, or the sandwich norm a block's output passes through.
 - ``{layer}.{mlp}intermediate_size``: the FFN width (gate/up or fc1 outputs, down input).
 - ``{layer}.{attention}.num_key_value_heads`` and ``.query_heads_per_group``: whole KV groups
-  and query heads within every group; the head dimension is never pruned.
+  and query heads within every group; the head dimension is never pruned. An attention with
+  a norm over all heads at once (OLMo 2's q_norm/k_norm) keeps its heads whole: removing one
+  would change how the others are normalised, so no pruned result could equal the model.
 - ``{base}{stack}.depth``: whole layers.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 from torch import nn
@@ -28,7 +31,14 @@ from nasframe_transformers.modules.decoder_attention import (
     head_count_attributes,
 )
 from nasframe_transformers.modules.fused import DynamicPackedLinear
-from nasframe_transformers.modules.swapped import SwappedEmbedding, SwappedNorm, swapped_class
+from nasframe_transformers.modules.swapped import (
+    SwappedEmbedding,
+    SwappedFreeNorm,
+    SwappedNorm,
+    swapped_class,
+)
+
+LOG = logging.getLogger(__name__)
 
 
 def norm_converter(module: nn.Module) -> tuple[type, str]:
@@ -37,6 +47,8 @@ def norm_converter(module: nn.Module) -> tuple[type, str]:
         return DynamicLayerNorm, "normalized_shape"
     if type(module) is nn.RMSNorm:
         return DynamicRMSNorm, "normalized_shape"
+    if not any(True for _ in module.parameters()):
+        return swapped_class(SwappedFreeNorm, type(module)), "hidden_size"
     return swapped_class(SwappedNorm, type(module)), "hidden_size"
 
 
@@ -53,11 +65,28 @@ def head_counts_divide(layout: DecoderLayout) -> int:
     needs the hidden size to be a multiple of the number of heads)."""
     multiple = 1
     for layer in layout.layers:
+        if not layer.attention.heads_prunable:
+            multiple = math.lcm(multiple, layer.attention.heads)
+            continue
         per_group = layer.attention.heads // layer.attention.kv_heads
         for groups in range(1, layer.attention.kv_heads + 1):
             for heads in range(1, per_group + 1):
                 multiple = math.lcm(multiple, groups * heads)
     return multiple
+
+
+def log_whole_heads(model: nn.Module, layout: DecoderLayout, whole: list[str]) -> None:
+    """One log line saying which attentions keep their heads whole, and why."""
+    norms = "/".join(layout.layers[0].attention.head_norms)
+    where = whole[0] if len(whole) == 1 else f"{whole[0]} and {len(whole) - 1} more"
+    LOG.warning(
+        "nasframe keeps every attention head of this %s whole (%s): its %s normalise all "
+        "heads together, so removing one would change the others; the hidden size, FFN width "
+        "and depth are still searched.",
+        type(model).__name__,
+        where,
+        norms,
+    )
 
 
 def describe_decoder(
@@ -76,6 +105,7 @@ def describe_decoder(
         )
     stack = build.use(layout.stack_path, DynamicLayerList)
     head_hparams: list[str] = []
+    whole: list[str] = []
     for index, layer in enumerate(layout.layers):
         path = f"{stack}.{index}"
         attention = layer.attention
@@ -84,7 +114,12 @@ def describe_decoder(
         fused = tuple(attention.fused.items())
         has_config = "config" in vars(module)
         converter = decoder_attention_class(
-            type(module), roles, head_count_attributes(module), fused, has_config
+            type(module),
+            roles,
+            head_count_attributes(module),
+            fused,
+            has_config,
+            attention.per_head,
         )
         attn = f"{path}.{attention.path}"
         build.hidden_slots(attn, converter, "hidden_size", writes="attention" not in post_norms)
@@ -106,20 +141,23 @@ def describe_decoder(
             converter, slot = norm_converter(model.get_submodule(f"{path}.{norm}"))
             writes = norm in post_norms.values()
             build.hidden_slots(f"{path}.{norm}", converter, slot, writes=writes)
-        groups += [
-            [*((name, "out_features") for name in inputs), (down, "in_features")],
-            [(attn, "num_key_value_heads")],
-            [(attn, "query_heads_per_group")],
-        ]
-        heads = [f"{attn}.num_key_value_heads", f"{attn}.query_heads_per_group"]
-        names += [f"{path}.{layer.mlp_container}intermediate_size", *heads]
-        head_hparams += heads
+        groups.append([*((name, "out_features") for name in inputs), (down, "in_features")])
+        names.append(f"{path}.{layer.mlp_container}intermediate_size")
+        if attention.heads_prunable:
+            groups += [[(attn, "num_key_value_heads")], [(attn, "query_heads_per_group")]]
+            heads = [f"{attn}.num_key_value_heads", f"{attn}.query_heads_per_group"]
+            names += heads
+            head_hparams += heads
+        else:
+            whole.append(attn)
     for path in layout.final_norms:
         converter, slot = norm_converter(model.get_submodule(path))
         build.hidden_slots(path, converter, slot)
     for path in layout.heads:
         build.hidden_slots(path, DynamicLinear, "in_features")
         frozen.append((path, "out_features"))
+    if whole:
+        log_whole_heads(model, layout, whole)
     hidden = f"{layout.base}hidden_size"
     if head_dim_free:
         extra = {"uniform_multiples": {hidden: head_counts_divide(layout)}}

@@ -17,6 +17,7 @@ from nasframe.space.family import ModelFamily
 from nasframe.space.ties import TieAnalysis
 from nasframe_transformers.families.decoder.describe import describe_decoder
 from nasframe_transformers.families.decoder.probe import find_post_norms
+from nasframe_transformers.families.decoder.rows_probe import check_fused_rows
 from nasframe_transformers.families.decoder.scaled_embedding import fold_embedding_scale
 from nasframe_transformers.families.decoder.sizes import config_sizes, states_head_dim
 from nasframe_transformers.families.decoder.structure import find_stack, recognise
@@ -41,27 +42,53 @@ def bias_flag_names(config: Any) -> tuple[str, ...]:
 
 
 class DecoderFamily:
-    """Any transformers decoder the structure description recognises."""
+    """Any transformers decoder the structure description recognises; or, with
+    ``model_types``, the decoders of those model types only (a named family that is this
+    description plus what its configs' code says and their fields do not)."""
 
-    name = "decoder"
-
-    def __init__(self, before: Sequence[ModelFamily] = ()) -> None:
+    def __init__(
+        self,
+        before: Sequence[ModelFamily] = (),
+        *,
+        name: str = "decoder",
+        model_types: frozenset[str] = frozenset(),
+        head_dim_in_config: bool = False,
+    ) -> None:
+        #: A short name for messages and listings.
+        self.name = name
         #: Families asked first: a model they claim is not this family's.
         self.before = tuple(before)
+        #: The model types this family claims (empty: any).
+        self.model_types = frozenset(model_types)
+        #: Whether the family's attention reads a ``head_dim`` written into its config even
+        #: when the config class has no such field (Qwen2's), so a plain config can state a
+        #: head width apart from hidden_size / num_attention_heads.
+        self.head_dim_in_config = head_dim_in_config
 
     def matches(self, model: nn.Module) -> bool:
-        """A transformers model with a config and a stack of layers no other family claims."""
+        """A transformers model with a config and a stack of layers no other family claims
+        (of one of ``model_types``, where the family names them)."""
         if not type(model).__module__.startswith("transformers."):
             return False
-        if getattr(model, "config", None) is None or find_stack(model) is None:
+        config = getattr(model, "config", None)
+        if config is None:
+            return False
+        if self.model_types and getattr(config, "model_type", None) not in self.model_types:
+            return False
+        if find_stack(model) is None:
             return False
         return not any(family.matches(model) for family in self.before)
+
+    def head_dim_free(self, config: Any) -> bool:
+        """Whether ``config`` can state the head width apart from the hidden size."""
+        return self.head_dim_in_config or states_head_dim(config)
 
     def describe(self, model: nn.Module) -> TieAnalysis:
         """Tied slots of the recognised decoder (the model is left as it was)."""
         layout = recognise(model)
+        check_fused_rows(model, layout)
         return describe_decoder(
-            model, layout, find_post_norms(model, layout), states_head_dim(model.config)
+            model, layout, find_post_norms(model, layout), self.head_dim_free(model.config)
         )
 
     def prepare(self, model: nn.Module) -> None:
@@ -81,7 +108,7 @@ class DecoderFamily:
 
     def config_sizes(self, model: nn.Module) -> tuple[dict[str, Any], list[str]]:
         """The config fields an exported decoder's sizes set, and why no plain config can."""
-        return config_sizes(model, recognise(model))
+        return config_sizes(model, recognise(model), self.head_dim_free(model.config))
 
     def bias_flags(self, model: nn.Module) -> tuple[dict[str, bool], list[nn.Linear]]:
         """Config flags for the biases reconstruction added (see ``plain_biases``)."""

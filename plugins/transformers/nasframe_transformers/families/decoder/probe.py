@@ -6,6 +6,7 @@ output. The description needs to know because gradnas masks the hidden size on t
 that write into the residual stream, and a sandwich norm, not the block, is that writer. One
 forward of four tokens, with hooks on the first layer that are removed afterwards, shows it:
 a norm whose input is the very tensor a block returned is that block's post-norm.
+:func:`probe_forward` runs it (the fused-row probe, :mod:`.rows_probe`, runs it too).
 """
 
 from __future__ import annotations
@@ -24,6 +25,25 @@ def _first_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, tuple | list) and value and isinstance(value[0], torch.Tensor):
         return value[0]
     return None
+
+
+def probe_forward(model: nn.Module, layout: DecoderLayout, length: int = 4) -> None:
+    """One forward of the model on ``length`` tokens, in eval mode without gradients (hooks
+    see what it computes); every module's mode is restored, and any failure is a one-line
+    stop."""
+    modes = {module: module.training for module in model.modules()}
+    embedding = model.get_submodule(layout.embeddings[0])
+    tokens = torch.arange(length, device=embedding.weight.device)[None] % embedding.num_embeddings
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(input_ids=tokens)
+    except Exception as error:  # any failure means the forward is not what we understand
+        what = f"a forward that fails on {length} tokens ({error})"
+        raise not_understood("", model, what) from error
+    finally:
+        for module, mode in modes.items():
+            module.train(mode)
 
 
 def find_post_norms(model: nn.Module, layout: DecoderLayout) -> dict[str, str]:
@@ -59,20 +79,11 @@ def find_post_norms(model: nn.Module, layout: DecoderLayout) -> dict[str, str]:
         handles.append(layer.get_submodule(path).register_forward_hook(record_output(block)))
     for norm in first.norms:
         handles.append(layer.get_submodule(norm).register_forward_pre_hook(record_input(norm)))
-    modes = {module: module.training for module in model.modules()}
-    embedding = model.get_submodule(layout.embeddings[0])
-    tokens = torch.arange(4, device=embedding.weight.device)[None] % embedding.num_embeddings
     try:
-        model.eval()
-        with torch.no_grad():
-            model(input_ids=tokens)
-    except Exception as error:  # any failure means the forward is not what we understand
-        raise not_understood("", model, f"a forward that fails on four tokens ({error})") from error
+        probe_forward(model, layout)
     finally:
         for handle in handles:
             handle.remove()
-        for module, mode in modes.items():
-            module.train(mode)
     return {
         block: norm
         for block in blocks

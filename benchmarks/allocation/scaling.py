@@ -5,7 +5,7 @@ timed: the cost model, gradnas's sensitivities (from random unit scores) and bot
 allocations. Sorting the weights, the one step that touches them, is timed by
 ``benchmarks/tinyllama_phases.py`` on real weights. Usage:
 
-    OMP_NUM_THREADS=1 python benchmarks/allocation_scaling.py [--layers 10,33,66,99]
+    OMP_NUM_THREADS=1 python benchmarks/allocation/scaling.py [--layers 10,33,66,99]
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Where the job's calibration tokens come from: the text, the model itself, or both."""

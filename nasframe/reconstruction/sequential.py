@@ -1,0 +1,215 @@
+"""Sequential least squares: refit each layer's maps on the pruned model's own inputs.
+
+One-shot least squares (:mod:`nasframe.reconstruction.reconstruct`) measures every map's
+inputs in the *dense* model. In the pruned model a map's inputs are not those: every earlier
+layer was pruned (and repaired) too, and its error reaches the later layers. The sequential
+repair walks the layer stack in order, as SparseGPT-style repairs do:
+
+1. One dense forward per calibration batch records what every layer is called with (its
+   other arguments: masks, positions, rotary tables; key/value caches dropped); one pruned
+   forward, stopped at its first layer, records the pruned model's first hidden states.
+2. For each kept layer and each map in it, in the order the maps run: the layer, as
+   repaired so far, runs on the pruned hidden states at the selected config but with the
+   hparams indexing this map's input at full size, so the map's removed inputs are computed
+   too, from the pruned model's own hidden states. The map is refitted on those statistics
+   exactly as one-shot lsq refits it on the dense ones (:func:`refit_on_pruned_inputs` with
+   ``z = x_K``). Then the repaired layer runs once more to give the next layer its input.
+
+The first layer's hidden states are the same in both models, so a model whose first layer
+alone is pruned gets the one-shot refit. The layers' arguments are recorded from the dense
+model and reused for the pruned one: they depend on the tokens' positions, not on any width a
+search prunes. A model without a layer stack (no
+:class:`~nasframe.modules.depth.DynamicLayerList`) is repaired one-shot; the report says so.
+
+Fitting each map to the *dense* model's output instead (``W'_K z ~ W x_dense``, so that a map
+also undoes the error of the layers before it) was measured too and did much worse on
+SmolLM2-135M (validation perplexity 3.3x dense against 2.1x for one-shot lsq at 80% params,
+``docs/results.md``): a linear map cannot undo that error, and trying over-fits it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+import nasframe.distributed as distributed
+from nasframe.modules.depth import DynamicLayerList
+from nasframe.reconstruction.layer_calls import captured_inputs, record_batches
+from nasframe.reconstruction.refit import solve_symmetric
+from nasframe.reconstruction.targets import Target
+from nasframe.space.search_space import SearchSpace
+
+
+class PairedStats:
+    """Sums over paired rows of a map's dense input ``x`` and pruned kept input ``z``."""
+
+    def __init__(self, features: int, kept: int) -> None:
+        self.rows = torch.zeros(1, dtype=torch.float64)
+        self.sum_x = torch.zeros(features, dtype=torch.float64)
+        self.sum_z = torch.zeros(kept, dtype=torch.float64)
+        self.cross = torch.zeros(features, kept, dtype=torch.float64)  # sum x z^T
+        self.gram_z = torch.zeros(kept, kept, dtype=torch.float64)  # sum z z^T
+
+    def add(self, x: torch.Tensor, z: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1])
+        z = z.detach().reshape(-1, z.shape[-1])
+        if x.shape[0] != z.shape[0] or x.shape[1] != self.sum_x.numel():
+            raise ValueError("a map's dense and pruned inputs do not pair up row by row")
+        if z.shape[1] != self.sum_z.numel():
+            raise ValueError(
+                f"a pruned map received {z.shape[1]} inputs, expected its {self.sum_z.numel()} "
+                "kept ones"
+            )
+        wide = torch.promote_types(x.dtype, torch.float32)
+        x, z = x.to(wide), z.to(wide)
+        self.rows += x.shape[0]
+        self.sum_x += x.sum(dim=0, dtype=torch.float64).cpu()
+        self.sum_z += z.sum(dim=0, dtype=torch.float64).cpu()
+        self.cross += (x.T @ z).to(torch.float64).cpu()
+        self.gram_z += (z.T @ z).to(torch.float64).cpu()
+
+    def sum_over_ranks(self) -> None:
+        for tensor in (self.rows, self.sum_x, self.sum_z, self.cross, self.gram_z):
+            distributed.all_reduce_sum(tensor)
+
+    @property
+    def count(self) -> int:
+        return int(self.rows.item())
+
+
+def refit_on_pruned_inputs(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stats: PairedStats,
+    kept: torch.Tensor,
+    ridge: float,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """New kept columns ``W'_K`` and bias ``b'`` (float64) so ``W'_K z + b'`` matches the
+    dense ``W x + b``: ``W'_K = (W C_xz + lambda W_K)(C_zz + lambda I)^-1`` and
+    ``b' = b + W mu_x - W'_K mu_z``, damped towards the original columns by
+    ``lambda = ridge * mean(diag C_zz)``. Without a bias (``bias`` None) the same refit on
+    raw moments, and no bias. With ``z = x_K`` both are the one-shot refits of
+    :mod:`nasframe.reconstruction.refit`."""
+    n = stats.count
+    mean_x, mean_z = stats.sum_x / n, stats.sum_z / n
+    cross, gram = stats.cross / n, stats.gram_z / n
+    if bias is not None:
+        cross = cross - torch.outer(mean_x, mean_z)
+        gram = gram - torch.outer(mean_z, mean_z)
+    device = weight.device
+    cross, gram = cross.to(device), gram.to(device)
+    damping = ridge * float(gram.diagonal().mean()) if len(kept) else 0.0
+    if ridge > 0 and not damping > 0:
+        damping = ridge
+    system = gram + damping * torch.eye(len(kept), dtype=gram.dtype, device=device)
+    target = weight @ cross + damping * weight[:, kept.to(device)]
+    columns = solve_symmetric(system, target.T).T
+    if bias is None:
+        return columns, None
+    new_bias = bias + weight @ mean_x.to(device) - columns @ mean_z.to(device)
+    return columns, new_bias
+
+
+#: ``apply(target, columns, bias)``: write a refit into the model (adding the bias the target
+#: lacks when ``bias`` is not None); given by :func:`nasframe.reconstruction.reconstruct`.
+ApplyRefit = Callable[[Target, torch.Tensor, "torch.Tensor | None"], None]
+
+
+def walk_layers(
+    space: SearchSpace,
+    stack: DynamicLayerList,
+    targets: Sequence[Target],
+    batches: Sequence[Any],
+    forward: Callable[[nn.Module, Any], Any],
+    ridge: float,
+    apply: ApplyRefit,
+    progress: Callable[..., Any],
+) -> dict[str, str]:
+    """Refit ``targets`` (all inside ``stack``'s layers) layer by layer on the pruned
+    model's own hidden states, each refit applied before the maps after it run.
+
+    A map's statistics are those of its full-width input as the pruned model computes it:
+    the layer runs on the pruned hidden states at the selected config except that the
+    hparams indexing this map's input are at full size (so the removed units are computed
+    too, from the same pruned inputs). Within a layer the maps are refitted in the order
+    they run (an FFN's input depends on the attention output before it): one call of the
+    layer per map and batch, and one more with the repaired layer for the next layer's
+    input. Returns the targets left alone, with the reason (a map that never ran). Raises
+    :class:`~nasframe.reconstruction.layer_calls.Unsupported` before changing any weight
+    when the stack cannot be run layer by layer.
+    """
+    config = space.config()
+    layers = stack.all_layers()
+    owner = _layer_of(layers)
+    by_layer: dict[int, list[Target]] = {}
+    for target in targets:
+        by_layer.setdefault(owner[id(target.module)], []).append(target)
+    mine = [batch for index, batch in enumerate(batches) if distributed.mine(index)]
+    states = record_batches(space, stack, mine, forward, config)
+    with space.selected(config):
+        kept = {id(layer) for layer in stack.kept_layers()}
+    skipped: dict[str, str] = {}
+    for index in progress(range(len(layers)), desc="reconstruct sequential"):
+        layer, members = layers[index], by_layer.get(index, [])
+        if id(layer) not in kept:
+            continue
+        order: list[int] = []  # target positions in the order they run
+        if members and states:
+            with space.selected(config), captured_inputs(members, order):
+                states[0].calls[index](layer, states[0].pruned)
+        # Registration order for maps that did not run on this rank's first batch (or a
+        # rank with no batch), so every rank all-reduces the same statistics in turn.
+        ran = list(dict.fromkeys(order))
+        for position in [*ran, *(p for p in range(len(members)) if p not in ran)]:
+            target = members[position]
+            widened = {n: full for n, full in target.input_sizes.items() if n in config}
+            wide = {**config, **widened}
+            stat = PairedStats(target.in_features, len(target.kept))
+            kept_index = target.kept.to(_device_of(target))
+            for state in states:
+                # the layer as repaired so far, with this map's input at full width
+                with space.selected(wide), captured_inputs([target]) as captured:
+                    state.calls[index](layer, state.pruned)
+                if 0 in captured:
+                    x = captured[0]
+                    stat.add(x, x.index_select(-1, kept_index))
+            stat.sum_over_ranks()
+            if stat.count == 0:
+                skipped[target.name] = "it never ran on the calibration batches"
+            else:
+                _refit(target, stat, ridge, apply)
+        with space.selected(config):  # the repaired layer gives the next one its input
+            for state in states:
+                state.pruned = state.calls[index](layer, state.pruned)
+    return skipped
+
+
+def _device_of(target: Target) -> torch.device:
+    return target.weight.device
+
+
+def _refit(target: Target, stat: PairedStats, ridge: float, apply: ApplyRefit) -> None:
+    weight = target.matrix().detach().to(torch.float64)
+    bias = None
+    if not target.bias_free:
+        bias = (
+            torch.zeros(target.out_features, dtype=torch.float64, device=weight.device)
+            if target.bias is None
+            else target.bias.detach().to(torch.float64)
+        )
+    columns, new_bias = refit_on_pruned_inputs(weight, bias, stat, target.kept, ridge)
+    apply(target, columns, new_bias)
+
+
+def inside_stack(stack: DynamicLayerList, targets: Sequence[Target]) -> list[Target]:
+    """The targets whose module lives in one of ``stack``'s layers."""
+    owner = _layer_of(stack.all_layers())
+    return [target for target in targets if id(target.module) in owner]
+
+
+def _layer_of(layers: Sequence[nn.Module]) -> dict[int, int]:
+    """Module id -> index of the layer that contains it."""
+    return {id(module): index for index, layer in enumerate(layers) for module in layer.modules()}
