@@ -99,7 +99,8 @@ def main() -> None:
         stages = (100 + args.budget) / 2, args.budget  # iterative: half the cut, re-score, rest
         model = dense
         if args.iterative:
-            first, _, _ = search(model, batches, params * stages[0] / 100, args, "sequential")
+            # the first stage: scored afresh (no checkpoint), repaired with the first variant
+            first, _, _ = search(model, batches, params * stages[0] / 100, args)
             nasframe.reconstruct(
                 first, batches, next_token_loss, pending[0][0], ridge=pending[0][1]
             )
