@@ -1,9 +1,9 @@
 """Run a model's layer stack one layer at a time, for the sequential repair.
 
-A transformer's forward calls its layers in order, each with the hidden states and keyword
+A transformer's forward calls its layers in order, each with the hidden states and the other
 arguments the model computes once (masks, positions, rotary tables). Recording those calls
-from one dense forward per batch lets :mod:`nasframe.reconstruction.sequential` run each
-layer alone, on dense and on pruned hidden states, without knowing the model's family.
+from one forward of the pruned model per batch lets :mod:`nasframe.reconstruction.sequential`
+run each layer alone on the pruned hidden states, without knowing the model's family.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from torch import nn
 from nasframe.modules.depth import DynamicLayerList
 from nasframe.reconstruction.targets import Target
 from nasframe.space.search_space import SearchSpace
-
-
-class _Stop(Exception):
-    """Raised by a hook to end a forward once what it needs has been recorded."""
 
 
 def layer_stack(space: SearchSpace) -> DynamicLayerList | None:
@@ -55,12 +51,11 @@ class LayerCall:
 
 @dataclass
 class BatchState:
-    """One calibration batch as the layer walk sees it: the dense and the pruned hidden
-    states entering the current layer, and how each layer is called."""
+    """One calibration batch as the layer walk sees it: the pruned hidden states entering
+    the current layer, and how each kept layer is called (by its index in the stack)."""
 
-    dense: torch.Tensor
     pruned: torch.Tensor
-    calls: list[LayerCall]
+    calls: dict[int, LayerCall]
 
 
 def record_batches(
@@ -70,32 +65,34 @@ def record_batches(
     forward: Callable[[nn.Module, Any], Any],
     config: dict[str, int],
 ) -> list[BatchState]:
-    """Per batch: the first layer's dense and pruned inputs and how each layer is called
-    (from the dense forward, with any key/value cache dropped)."""
+    """Per batch: the pruned model's hidden states entering its first kept layer, and how
+    it calls each kept layer (one forward at ``config``, key/value caches dropped)."""
     layers = stack.all_layers()
     states = []
-    for batch in batches:
-        seen: dict[int, tuple[tuple, dict]] = {}
-        handles = [
-            layer.register_forward_pre_hook(_remember(seen, index), with_kwargs=True)
-            for index, layer in enumerate(layers)
-        ]
-        try:
-            with space.selected(space.max_config()):
+    with space.selected(config):
+        kept = [index for index, layer in enumerate(layers) if layer in stack.kept_layers()]
+        if not kept:
+            raise Unsupported("the selected config keeps none of its layers")
+        for batch in batches:
+            seen: dict[int, tuple[tuple, dict]] = {}
+            handles = [
+                layers[i].register_forward_pre_hook(_remember(seen, i), with_kwargs=True)
+                for i in kept
+            ]
+            try:
                 forward(space.model, batch)
-        finally:
-            for handle in handles:
-                handle.remove()
-        if len(seen) != len(layers) or any(
-            not args or not isinstance(args[0], torch.Tensor) for args, _ in seen.values()
-        ):
-            raise Unsupported(
-                "its layers are not each called once with the hidden states as their first "
-                "positional argument"
-            )
-        calls = [_call_without_cache(*seen[i]) for i in range(len(layers))]
-        pruned = _first_pruned_input(space, stack, batch, forward, config)
-        states.append(BatchState(seen[0][0][0], pruned, calls))
+            finally:
+                for handle in handles:
+                    handle.remove()
+            if sorted(seen) != kept or any(
+                not args or not isinstance(args[0], torch.Tensor) for args, _ in seen.values()
+            ):
+                raise Unsupported(
+                    "its layers are not each called once with the hidden states as their "
+                    "first positional argument"
+                )
+            calls = {i: _call_without_cache(*seen[i]) for i in kept}
+            states.append(BatchState(seen[kept[0]][0][0], calls))
     return states
 
 
@@ -120,36 +117,6 @@ def _remember(seen: dict[int, tuple[tuple, dict]], index: int) -> Callable[..., 
             seen[index] = (args, kwargs)
 
     return hook
-
-
-def _first_pruned_input(
-    space: SearchSpace,
-    stack: DynamicLayerList,
-    batch: Any,
-    forward: Callable[[nn.Module, Any], Any],
-    config: dict[str, int],
-) -> torch.Tensor:
-    """The pruned model's hidden states entering its first kept layer (forward stopped)."""
-    found: list[torch.Tensor] = []
-
-    def hook(_: nn.Module, args: tuple, kwargs: dict) -> None:
-        found.append(args[0])
-        raise _Stop
-
-    with space.selected(config):
-        kept = stack.kept_layers()
-        if not kept:
-            raise Unsupported("the selected config keeps none of its layers")
-        handle = kept[0].register_forward_pre_hook(hook, with_kwargs=True)
-        try:
-            forward(space.model, batch)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-    if not found:
-        raise Unsupported("its first layer did not run on a calibration batch")
-    return found[0]
 
 
 def layer_output(output: Any) -> torch.Tensor:

@@ -5,9 +5,9 @@ inputs in the *dense* model. In the pruned model a map's inputs are not those: e
 layer was pruned (and repaired) too, and its error reaches the later layers. The sequential
 repair walks the layer stack in order, as SparseGPT-style repairs do:
 
-1. One dense forward per calibration batch records what every layer is called with (its
-   other arguments: masks, positions, rotary tables; key/value caches dropped); one pruned
-   forward, stopped at its first layer, records the pruned model's first hidden states.
+1. One forward of the pruned model per calibration batch records what it calls every kept
+   layer with (the other arguments: masks, positions, rotary tables; key/value caches
+   dropped) and the hidden states entering its first kept layer.
 2. For each kept layer and each map in it, in the order the maps run: the layer, as
    repaired so far, runs on the pruned hidden states at the selected config but with the
    hparams indexing this map's input at full size, so the map's removed inputs are computed
@@ -15,10 +15,9 @@ repair walks the layer stack in order, as SparseGPT-style repairs do:
    exactly as one-shot lsq refits it on the dense ones (:func:`refit_on_pruned_inputs` with
    ``z = x_K``). Then the repaired layer runs once more to give the next layer its input.
 
-The first layer's hidden states are the same in both models, so a model whose first layer
-alone is pruned gets the one-shot refit. The layers' arguments are recorded from the dense
-model and reused for the pruned one: they depend on the tokens' positions, not on any width a
-search prunes. A model without a layer stack (no
+The first layer's hidden states are the same in both models (unless the hidden size is
+pruned, whose readers are not repaired), so a model whose first layer alone is pruned gets
+the one-shot refit. A model without a layer stack (no
 :class:`~nasframe.modules.depth.DynamicLayerList`) is repaired one-shot; the report says so.
 
 Fitting each map to the *dense* model's output instead (``W'_K z ~ W x_dense``, so that a map
@@ -154,7 +153,7 @@ def walk_layers(
     skipped: dict[str, str] = {}
     for index in progress(range(len(layers)), desc="reconstruct sequential"):
         layer, members = layers[index], by_layer.get(index, [])
-        if id(layer) not in kept:
+        if id(layer) not in kept:  # dropped by the depth: it never runs
             continue
         order: list[int] = []  # target positions in the order they run
         if members and states:

@@ -158,3 +158,26 @@ def test_a_model_without_a_layer_stack_is_repaired_one_shot_and_says_so() -> Non
     assert report.note == "one-shot lsq: the model has no layer stack to walk"
     for a, b in zip(one_shot.model.parameters(), space.model.parameters(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_a_layer_the_depth_drops_is_walked_past_and_the_kept_ones_refitted() -> None:
+    model = llama.tiny_model("llama")
+    model.model.layers.append(llama.tiny_model("llama", seed=1).model.layers[0])
+    model.config.num_hidden_layers = 3
+    space = pruned_space(model)
+    space.select({**space.config(), "model.layers.depth": 2})
+    batches = token_batches(llama.VOCAB)
+    walked, report = repaired(space, batches, "sequential")
+    assert report.note == "layer by layer over 3 layers"
+    dropped = [r for r in report.skipped.values() if "removed by model.layers.depth" in r]
+    assert report.reconstructed and dropped  # the dropped layer's maps are not refitted
+    for name in report.reconstructed:
+        target = next(t for t in find_targets(walked)[0] if t.name == name)
+        expected = refit_from_own_inputs(space, walked, batches, name)
+        torch.testing.assert_close(
+            target.matrix()[:, target.kept], expected, rtol=1e-6, atol=1e-9, msg=name
+        )
+    with torch.no_grad():
+        expected = torch.cat([walked.model(b).logits for b in batches])
+        got = torch.cat([nasframe.export(walked)(b).logits for b in batches])
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)

@@ -141,7 +141,7 @@ def test_methods_on_a_tiny_llama_reuse_their_checkpoints_and_render(tmp_path, on
         assert not by_key[(method, 90)].resumed and by_key[(method, 80)].resumed
         assert methods[method]["search_s"] == by_key[(method, 90)].search_s
     if compare.torch_pruning_missing():
-        assert methods["torch-pruning"]["status"] == "not installed, not run"
+        assert methods["torch-pruning"]["status"].startswith("not installed, not run")
     assert space["fastnas_evaluations"] == sum(
         len(hp.choices)
         for hp in nasframe.convert(copy.deepcopy(model), compare.search_rules(16)).hparams.values()
