@@ -43,7 +43,7 @@ from compare.peers.torch_pruning_runner import torch_pruning_missing
 from compare.plot import plot
 from compare.provenance import machine_info, protocol_info
 from compare.report import format_table, render_markdown, replace_marked_block
-from compare.run import compare_methods, compare_variants, log, run_benchmark
+from compare.run import compare_methods, compare_variants, log, run_benchmark, variants_only
 from compare.scoring import child_main, summarize_scoring
 from compare.search import RandomBinarySearcher, held_back_score
 from compare.settings import REPO, Settings, search_rules
@@ -117,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if settings.lane:
         lane_main(settings, compare_methods, log)
+        return
+    if settings.variants_only:
+        variants_only(settings)
         return
     if settings.from_json:
         results = json.loads(settings.from_json.read_text(encoding="utf-8"))

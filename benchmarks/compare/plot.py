@@ -9,7 +9,7 @@ from typing import Any
 
 from nasframe.io.atomic import atomic_write
 
-from .settings import GRADNAS
+from .settings import GRADNAS, RANDOM
 from .tables import run_label
 from .targets import variant_runs
 
@@ -46,15 +46,21 @@ def plot(results: Mapping[str, Any], path: Path) -> bool:
     from matplotlib import pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    # The random floor can be many orders of magnitude above the rest: the axis stops at
+    # ten times the worst other row, and what lies above it is named in the legend.
+    others = [r["perplexity"] for r in results["runs"] if r["method"] != RANDOM]
+    top = 10 * max(others) if others else None
     for label in dict.fromkeys(run_label(r) for r in results["runs"]):
         runs = sorted(
             (r for r in results["runs"] if run_label(r) == label), key=lambda r: r["fraction"]
         )
+        shown = [r for r in runs if top is None or r["perplexity"] <= top]
+        hidden = len(runs) - len(shown)
         axes.plot(
-            [r["fraction"] for r in runs],
-            [r["perplexity"] for r in runs],
+            [r["fraction"] for r in shown],
+            [r["perplexity"] for r in shown],
             marker="o",
-            label=label,
+            label=label + (f" ({hidden} above the axis)" if hidden else ""),
         )
     selected = _selected_series(results)
     if selected:
@@ -62,6 +68,8 @@ def plot(results: Mapping[str, Any], path: Path) -> bool:
         axes.plot(*zip(*points, strict=True), marker="s", label=label)
     axes.axhline(results["dense"]["perplexity"], linestyle="--", color="gray", label="dense")
     axes.set_yscale("log")
+    if top is not None:
+        axes.set_ylim(top=top)
     axes.set_xlabel("kept parameters (fraction of the original)")
     axes.set_ylabel("perplexity, docstrings at 128 tokens (log scale)")
     axes.set_title("SmolLM2-135M-Instruct, pruned without finetuning", fontsize=10)

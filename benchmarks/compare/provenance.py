@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from .data import Data
-from .search import job_reconstruction, job_search_defaults
+from .search import job_reconstruction, job_repair_options, job_search_defaults
 from .settings import MODEL_NAME, RANDOM_SEED, Settings, search_rules
 
 
@@ -56,6 +56,7 @@ def protocol_info(settings: Settings, data: Data) -> dict[str, Any]:
         "job_defaults": {
             **job_search_defaults(),
             "reconstruct": job_reconstruction(),
+            **job_repair_options(),
         },
         "rules": search_rules(settings.divisor),
         "budgets": list(settings.budgets),

@@ -124,6 +124,25 @@ def run_benchmark(settings: Settings) -> dict[str, Any]:
     return results()
 
 
+def variants_only(settings: Settings) -> None:
+    """Measure the variants of a run whose rows are in ``settings.from_json`` (its dense
+    figures, validation ones included) on the checkpoints in ``settings.checkpoint_dir``, and
+    write that JSON with the variants to ``settings.lane_out``: for a run whose main
+    process was stopped before its variants."""
+    import json
+
+    torch.set_num_threads(settings.threads)
+    results = json.loads(settings.from_json.read_text(encoding="utf-8"))
+    bundle = load_model(settings.progress)
+    data = make_data(bundle, settings)
+    folder = Path(settings.checkpoint_dir)
+    start = time.perf_counter()
+    results["variants"] = compare_variants(bundle.model, data, results["dense"], settings, folder)
+    results["phases_s"]["variants"] = time.perf_counter() - start
+    atomic_write_json(settings.lane_out, results)
+    log(f"variants: wrote {settings.lane_out}")
+
+
 def compare_methods(
     model: nn.Module,
     data: Data,

@@ -123,6 +123,13 @@ def job_reconstruction() -> str:
     return JobSettings().reconstruct
 
 
+def job_repair_options() -> dict[str, Any]:
+    """The job's other repair settings ``nasframe.reconstruct`` takes (its ``ridge``, where
+    the job has one), so the rows repair as ``nasframe search`` does."""
+    settings = JobSettings()
+    return {"ridge": settings.ridge} if hasattr(settings, "ridge") else {}
+
+
 def run_search(
     space: SearchSpace, method: str, budget: int, config: Mapping[str, Any]
 ) -> SearchResult:
@@ -244,6 +251,7 @@ def prune_with_search(
         mode,
         statistics=statistics,
         can_add_bias=can_add_bias,
+        **job_repair_options(),
     )
     reconstruct_s = time.perf_counter() - start
     pruned = nasframe.export(space, inplace=True).eval()
@@ -265,6 +273,10 @@ def prune_with_search(
             "compute_s": result.compute_s,
             "search_config": {k: v for k, v in config.items() if isinstance(v, str | int | float)},
         },
-        pruned={"reconstruct": mode, "repaired": len(repaired.reconstructed)},
+        pruned={
+            "reconstruct": mode,
+            "repaired": len(repaired.reconstructed),
+            **job_repair_options(),
+        },
     )
     return run, summary

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nasframe.searchers.allocator import ALLOCATIONS as ALLOCATION_KINDS
+
 # The entry point: a child process re-runs it (scoring.py); --help shows its docstring.
 SCRIPT = Path(__file__).resolve().parents[1] / "smollm2_compare.py"
 REPO = SCRIPT.parents[1]
@@ -24,7 +26,7 @@ METHODS = (GRADNAS, GRADNAS_UNIFORM, FASTNAS, RANDOM, FLAP, TORCH_PRUNING)
 SEARCHES = {GRADNAS: GRADNAS, GRADNAS_UNIFORM: GRADNAS, FASTNAS: FASTNAS, RANDOM: RANDOM}
 
 # The variants' axes (variants.py runs them, report.py tabulates them).
-ALLOCATIONS = ("threshold", "global")
+ALLOCATIONS = tuple(ALLOCATION_KINDS)  # every allocation this nasframe has (read at run time)
 NORMALIZATIONS = ("none", "sum", "max")
 RECONSTRUCTIONS = ("none", "bias", "lsq")
 
@@ -112,6 +114,7 @@ class Settings:
     lane: str | None = None
     lane_out: Path | None = None
     join_lane: Path | None = None
+    variants_only: bool = False
     merge_lanes: tuple[Path, ...] = ()
     join_lane_pid: int | None = None
     variant_budgets: str = "grid"
@@ -205,6 +208,12 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         help="with --from-json: add the rows of these lane files (comma-separated lane.json "
         "paths of processes that ran some methods of the same run), and write the merged JSON",
     )
+    add(
+        "--variants-only",
+        action="store_true",
+        help="with --from-json (a run's rows), --checkpoint-dir (its checkpoints) and "
+        "--lane-out: measure only the variants and write the rows with them",
+    )
     add("--lane", help=argparse.SUPPRESS)
     add("--lane-out", type=Path, help=argparse.SUPPRESS)
     add("--measure-child", choices=(GRADNAS, "plain"), help=argparse.SUPPRESS)
@@ -260,6 +269,7 @@ def parse_settings(argv: Sequence[str] | None = None, description: str | None = 
         lane=args.lane,
         lane_out=args.lane_out,
         join_lane=args.join_lane,
+        variants_only=args.variants_only,
         join_lane_pid=args.join_lane_pid,
         merge_lanes=tuple(Path(p) for p in (args.merge_lanes or "").split(",") if p),
         variant_budgets=args.variant_budgets or variants["variant_budgets"],

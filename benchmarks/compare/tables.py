@@ -39,7 +39,12 @@ def _figure(run: Mapping[str, Any], dense: Mapping[str, Any], name: str) -> str:
     dense_figures = dense.get("perplexities") or {"docstrings@128": dense["perplexity"]}
     if name not in figures:
         return "-"
-    return f"{figures[name]:.2f} ({figures[name] / dense_figures[name]:.2f}x)"
+    return f"{number(figures[name])} ({number(figures[name] / dense_figures[name])}x)"
+
+
+def number(value: float) -> str:
+    """Two decimals, or three significant digits for the random floor's huge figures."""
+    return f"{value:.2f}" if abs(value) < 1e5 else f"{value:.3g}"
 
 
 def sorted_runs(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -28,6 +28,7 @@ import nasframe
 from nasframe.app.lm import next_token_loss
 
 from .data import Data, count_params, evaluate, geometric_mean, validate
+from .search import job_repair_options
 from .settings import ALLOCATIONS, NORMALIZATIONS, RECONSTRUCTIONS
 
 GRID_BUDGET = 80
@@ -102,6 +103,7 @@ def run_variant(
         next_token_loss,
         reconstruct,
         statistics=inputs.statistics.setdefault(method, {}),
+        **job_repair_options(),
     )
     reconstruct_s = time.perf_counter() - start
     pruned = nasframe.export(space, inplace=True).eval()
@@ -174,6 +176,8 @@ def run_variants(
             at_grid, key=lambda run: _finite(run.validation_perplexity)
         ).reconstruct
         selected = run_variant(inputs, method, grid_budget, report=True, **chosen[method])
+        first = next(run for run in runs if _same(run, selected))
+        selected.reconstruct_s = first.reconstruct_s  # the statistics were measured there
         runs = [run for run in runs if not _same(run, selected)] + [selected]
     return {
         "grid_budget": grid_budget,

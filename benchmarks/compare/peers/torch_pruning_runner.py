@@ -40,7 +40,7 @@ ATTENTION_NOTE = (
 def torch_pruning_missing() -> str | None:
     """Why Torch-Pruning cannot run here, or None when it is importable."""
     if importlib.util.find_spec("torch_pruning") is None:
-        return "not installed, not run (pip install -e .[bench])"
+        return "not installed, not run"
     return None
 
 
