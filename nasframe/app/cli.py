@@ -52,6 +52,7 @@ def _fraction(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nasframe.app.calibration.sources import CALIBRATION_SOURCES
     from nasframe.app.exporting.export_command import add_export_parser
     from nasframe.app.job_settings import DEVICE_CHOICES, DTYPES, JOB_SEARCH_DEFAULTS, JobSettings
     from nasframe.reconstruction.reconstruct import RECONSTRUCT_MODES
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument(
         "--calibration",
-        choices=("text", "generated", "mix"),
+        choices=CALIBRATION_SOURCES,
         default=defaults.calibration,
         help="what units are scored and repaired on: the text (--data or the built-in one), "
         "rows the dense model generates itself, or half of each; evaluation is always on "

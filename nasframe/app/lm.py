@@ -85,7 +85,7 @@ def next_token_loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
     tuple.  The batch is moved to the model's device, and the logits are upcast to float32 so
     half-precision models do not lose accuracy in the softmax.
     """
-    batch = batch.to(_model_device(model))
+    batch = batch.to(model_device(model))
     inputs, targets = batch[:, :-1], batch[:, 1:]
     logits = model_logits(model(inputs))
     if logits.dim() != 3 or logits.shape[:2] != inputs.shape:
@@ -138,7 +138,7 @@ def model_logits(output: object) -> torch.Tensor:
     )
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     """Return the device of the model's first parameter or buffer (CPU when it has none)."""
     for tensor in model.parameters():
         return tensor.device

@@ -162,7 +162,18 @@ def reconstruct(
         )
         with torch.no_grad(), _eval_mode(space.model):
             if walked:
-                _walk(space, stack, walked, batches, forward, ridge, progress, report, updates)
+                _walk(
+                    space,
+                    stack,
+                    walked,
+                    batches,
+                    forward,
+                    ridge,
+                    progress,
+                    max_stats_bytes,
+                    report,
+                    updates,
+                )
             for target, update in updates:
                 write_update(space, target, update, report)
         space.added_biases.update(report.added_biases)
@@ -178,6 +189,7 @@ def _walk(
     forward: Callable[[nn.Module, Any], Any],
     ridge: float,
     progress: Callable[..., Any],
+    max_stats_bytes: int,
     report: ReconstructionReport,
     updates: list[tuple[Target, Update]],
 ) -> None:
@@ -186,13 +198,11 @@ def _walk(
     batches = list(batches)
     report.batches = len(batches)
 
-    def apply(target: Target, columns: torch.Tensor, bias: torch.Tensor | None) -> None:
-        write_update(space, target, Update(columns.to(target.weight.dtype), bias), report)
+    def solve(target: Target, stats: LinearStats) -> None:
+        write_update(space, target, _solve(target, stats, True, ridge), report)
 
     try:
-        report.skipped.update(
-            walk_layers(space, stack, walked, batches, forward, ridge, apply, progress)
-        )
+        report.skipped.update(walk_layers(space, stack, walked, batches, forward, solve, progress))
         report.note = f"layer by layer over {len(stack.all_layers())} layers"
     except Unsupported as reason:
         report.note = f"one-shot lsq: the layer stack cannot be run layer by layer ({reason})"
@@ -205,7 +215,7 @@ def _walk(
                 "lsq",
                 ridge,
                 progress,
-                default_max_stats_bytes(space.model),
+                max_stats_bytes,
                 report,
                 None,
             )

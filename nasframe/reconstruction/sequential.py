@@ -12,8 +12,9 @@ repair walks the layer stack in order, as SparseGPT-style repairs do:
    repaired so far, runs on the pruned hidden states at the selected config but with the
    hparams indexing this map's input at full size, so the map's removed inputs are computed
    too, from the pruned model's own hidden states. The map is refitted on those statistics
-   exactly as one-shot lsq refits it on the dense ones (:func:`refit_on_pruned_inputs` with
-   ``z = x_K``). Then the repaired layer runs once more to give the next layer its input.
+   exactly as one-shot lsq refits it on the dense ones (the same
+   :class:`~nasframe.reconstruction.stats.LinearStats` and solve: the kept input is a
+   slice of the full one). Then the repaired layer runs once more to give the next layer its input.
 
 The first layer's hidden states are the same in both models (unless the hidden size is
 pruned, whose readers are not repaired), so a model whose first layer alone is pruned gets
@@ -31,90 +32,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 import nasframe.distributed as distributed
 from nasframe.modules.depth import DynamicLayerList
 from nasframe.reconstruction.layer_calls import captured_inputs, record_batches
-from nasframe.reconstruction.refit import solve_symmetric
+from nasframe.reconstruction.stats import LinearStats
 from nasframe.reconstruction.targets import Target
 from nasframe.space.search_space import SearchSpace
 
-
-class PairedStats:
-    """Sums over paired rows of a map's dense input ``x`` and pruned kept input ``z``."""
-
-    def __init__(self, features: int, kept: int) -> None:
-        self.rows = torch.zeros(1, dtype=torch.float64)
-        self.sum_x = torch.zeros(features, dtype=torch.float64)
-        self.sum_z = torch.zeros(kept, dtype=torch.float64)
-        self.cross = torch.zeros(features, kept, dtype=torch.float64)  # sum x z^T
-        self.gram_z = torch.zeros(kept, kept, dtype=torch.float64)  # sum z z^T
-
-    def add(self, x: torch.Tensor, z: torch.Tensor) -> None:
-        x = x.detach().reshape(-1, x.shape[-1])
-        z = z.detach().reshape(-1, z.shape[-1])
-        if x.shape[0] != z.shape[0] or x.shape[1] != self.sum_x.numel():
-            raise ValueError("a map's dense and pruned inputs do not pair up row by row")
-        if z.shape[1] != self.sum_z.numel():
-            raise ValueError(
-                f"a pruned map received {z.shape[1]} inputs, expected its {self.sum_z.numel()} "
-                "kept ones"
-            )
-        wide = torch.promote_types(x.dtype, torch.float32)
-        x, z = x.to(wide), z.to(wide)
-        self.rows += x.shape[0]
-        self.sum_x += x.sum(dim=0, dtype=torch.float64).cpu()
-        self.sum_z += z.sum(dim=0, dtype=torch.float64).cpu()
-        self.cross += (x.T @ z).to(torch.float64).cpu()
-        self.gram_z += (z.T @ z).to(torch.float64).cpu()
-
-    def sum_over_ranks(self) -> None:
-        for tensor in (self.rows, self.sum_x, self.sum_z, self.cross, self.gram_z):
-            distributed.all_reduce_sum(tensor)
-
-    @property
-    def count(self) -> int:
-        return int(self.rows.item())
-
-
-def refit_on_pruned_inputs(
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    stats: PairedStats,
-    kept: torch.Tensor,
-    ridge: float,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """New kept columns ``W'_K`` and bias ``b'`` (float64) so ``W'_K z + b'`` matches the
-    dense ``W x + b``: ``W'_K = (W C_xz + lambda W_K)(C_zz + lambda I)^-1`` and
-    ``b' = b + W mu_x - W'_K mu_z``, damped towards the original columns by
-    ``lambda = ridge * mean(diag C_zz)``. Without a bias (``bias`` None) the same refit on
-    raw moments, and no bias. With ``z = x_K`` both are the one-shot refits of
-    :mod:`nasframe.reconstruction.refit`."""
-    n = stats.count
-    mean_x, mean_z = stats.sum_x / n, stats.sum_z / n
-    cross, gram = stats.cross / n, stats.gram_z / n
-    if bias is not None:
-        cross = cross - torch.outer(mean_x, mean_z)
-        gram = gram - torch.outer(mean_z, mean_z)
-    device = weight.device
-    cross, gram = cross.to(device), gram.to(device)
-    damping = ridge * float(gram.diagonal().mean()) if len(kept) else 0.0
-    if ridge > 0 and not damping > 0:
-        damping = ridge
-    system = gram + damping * torch.eye(len(kept), dtype=gram.dtype, device=device)
-    target = weight @ cross + damping * weight[:, kept.to(device)]
-    columns = solve_symmetric(system, target.T).T
-    if bias is None:
-        return columns, None
-    new_bias = bias + weight @ mean_x.to(device) - columns @ mean_z.to(device)
-    return columns, new_bias
-
-
-#: ``apply(target, columns, bias)``: write a refit into the model (adding the bias the target
-#: lacks when ``bias`` is not None); given by :func:`nasframe.reconstruction.reconstruct`.
-ApplyRefit = Callable[[Target, torch.Tensor, "torch.Tensor | None"], None]
+#: ``solve(target, stats)``: refit one map on its input statistics and write the refit into
+#: the model; given by :func:`nasframe.reconstruction.reconstruct` (the one-shot lsq solve).
+SolveMap = Callable[[Target, LinearStats], None]
 
 
 def walk_layers(
@@ -123,8 +52,7 @@ def walk_layers(
     targets: Sequence[Target],
     batches: Sequence[Any],
     forward: Callable[[nn.Module, Any], Any],
-    ridge: float,
-    apply: ApplyRefit,
+    solve: SolveMap,
     progress: Callable[..., Any],
 ) -> dict[str, str]:
     """Refit ``targets`` (all inside ``stack``'s layers) layer by layer on the pruned
@@ -166,41 +94,22 @@ def walk_layers(
             target = members[position]
             widened = {n: full for n, full in target.input_sizes.items() if n in config}
             wide = {**config, **widened}
-            stat = PairedStats(target.in_features, len(target.kept))
-            kept_index = target.kept.to(_device_of(target))
+            stat = LinearStats(target.in_features, second_moment=True)
             for state in states:
                 # the layer as repaired so far, with this map's input at full width
                 with space.selected(wide), captured_inputs([target]) as captured:
                     state.calls[index](layer, state.pruned)
                 if 0 in captured:
-                    x = captured[0]
-                    stat.add(x, x.index_select(-1, kept_index))
+                    stat.add(captured[0])
             stat.sum_over_ranks()
             if stat.count == 0:
                 skipped[target.name] = "it never ran on the calibration batches"
             else:
-                _refit(target, stat, ridge, apply)
+                solve(target, stat)
         with space.selected(config):  # the repaired layer gives the next one its input
             for state in states:
                 state.pruned = state.calls[index](layer, state.pruned)
     return skipped
-
-
-def _device_of(target: Target) -> torch.device:
-    return target.weight.device
-
-
-def _refit(target: Target, stat: PairedStats, ridge: float, apply: ApplyRefit) -> None:
-    weight = target.matrix().detach().to(torch.float64)
-    bias = None
-    if not target.bias_free:
-        bias = (
-            torch.zeros(target.out_features, dtype=torch.float64, device=weight.device)
-            if target.bias is None
-            else target.bias.detach().to(torch.float64)
-        )
-    columns, new_bias = refit_on_pruned_inputs(weight, bias, stat, target.kept, ridge)
-    apply(target, columns, new_bias)
 
 
 def inside_stack(stack: DynamicLayerList, targets: Sequence[Target]) -> list[Target]:

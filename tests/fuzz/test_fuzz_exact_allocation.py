@@ -7,15 +7,15 @@ grow one more size within the limit."""
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
+from allocation_oracle import damage, optimum
 from fuzz_inputs import PROPERTY
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nasframe.searchers.allocation import monotone_degradation, threshold_allocation
+from nasframe.searchers.allocation import threshold_allocation
 from nasframe.searchers.exact_allocation import exact_allocation
 
 SCORES = st.one_of(
@@ -52,24 +52,6 @@ def problems(draw):
     full = cost({n: s[-1] for n, s in choices.items()})
     limits = sorted(draw(st.lists(st.floats(0, 1.2), min_size=2, max_size=2)))
     return sensitivity, cost, [fraction * full for fraction in limits]
-
-
-def damage(sensitivity, config) -> float:
-    return sum(monotone_degradation(sensitivity[name])[size] for name, size in config.items())
-
-
-def optimum(sensitivity, cost, limit) -> float:
-    names = list(sensitivity)
-    usable = [
-        [c for c, d in monotone_degradation(sensitivity[n]).items() if math.isfinite(d)]
-        for n in names
-    ]
-    best = math.inf
-    for sizes in itertools.product(*usable):
-        config = dict(zip(names, sizes, strict=True))
-        if cost(config) <= limit:
-            best = min(best, damage(sensitivity, config))
-    return best
 
 
 def allocate(sensitivity, cost, limit) -> dict[str, int] | None:

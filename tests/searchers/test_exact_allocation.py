@@ -4,16 +4,16 @@ removes whole layers (which then cost nothing)."""
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
+from allocation_oracle import damage, optimum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nasframe.searchers import exact_allocation as exact_module
 from nasframe.searchers import interactions
-from nasframe.searchers.allocation import monotone_degradation, threshold_allocation
+from nasframe.searchers.allocation import threshold_allocation
 from nasframe.searchers.exact_allocation import exact_allocation
 from nasframe.searchers.interactions import CostSplit, probed_interactions, split_hubs
 
@@ -66,20 +66,6 @@ def layered_problems(draw, max_layers: int = 3):
         draw(st.lists(st.integers(int(smallest), int(largest)), min_size=2, max_size=2))
     )
     return sensitivity, cost, [float(limit) for limit in limits]
-
-
-def damage(sensitivity, config) -> float:
-    return sum(monotone_degradation(sensitivity[name])[size] for name, size in config.items())
-
-
-def optimum(sensitivity, cost, limit) -> float:
-    names = list(sensitivity)
-    best = math.inf
-    for sizes in itertools.product(*(sorted(sensitivity[n]) for n in names)):
-        config = dict(zip(names, sizes, strict=True))
-        if cost(config) <= limit:
-            best = min(best, damage(sensitivity, config))
-    return best
 
 
 def open_steps(sensitivity, cost, config) -> list[float]:

@@ -4,8 +4,6 @@ FLOPs, inside the uniform allocation, and through ``nasframe.search``."""
 
 from __future__ import annotations
 
-import itertools
-import math
 import random
 
 import pytest
@@ -15,12 +13,13 @@ from hypothesis import strategies as st
 
 pytest.importorskip("transformers")
 
+from allocation_oracle import damage, optimum  # noqa: E402
 from hf_models.llama_dims import ids, n_params, tiny_model  # noqa: E402
 
 import nasframe  # noqa: E402
 from nasframe.app.lm import next_token_loss  # noqa: E402
 from nasframe.cost.cost_model import CostModel  # noqa: E402
-from nasframe.searchers.allocation import monotone_degradation, uniform_groups  # noqa: E402
+from nasframe.searchers.allocation import uniform_groups  # noqa: E402
 from nasframe.searchers.allocator import Allocator  # noqa: E402
 from nasframe.searchers.config import BinarySearchConfig  # noqa: E402
 from nasframe.searchers.exact_allocation import exact_allocation  # noqa: E402
@@ -45,20 +44,6 @@ def random_sensitivity(space, seed: int) -> dict[str, dict[int, float]]:
         sensitivity[name] = {c: rng.uniform(0, 10) for c in hparam.choices}
         sensitivity[name][hparam.max] = 0.0
     return sensitivity
-
-
-def damage(sensitivity, config) -> float:
-    return sum(monotone_degradation(sensitivity[name])[size] for name, size in config.items())
-
-
-def optimum(sensitivity, cost, limit) -> float:
-    names = list(sensitivity)
-    best = math.inf
-    for sizes in itertools.product(*(sorted(sensitivity[n]) for n in names)):
-        config = dict(zip(names, sizes, strict=True))
-        if cost(config) <= limit:
-            best = min(best, damage(sensitivity, config))
-    return best
 
 
 @settings(max_examples=6, deadline=None)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
+from allocation_oracle import damage, optimum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,21 +41,6 @@ def additive_problems(draw):
     largest = cost({name: max(per) for name, per in sensitivity.items()})
     limits = sorted(draw(st.lists(st.integers(smallest, largest), min_size=2, max_size=2)))
     return sensitivity, cost, limits
-
-
-def damage(sensitivity, config) -> float:
-    return sum(monotone_degradation(sensitivity[name])[size] for name, size in config.items())
-
-
-def optimum(sensitivity, cost, limit) -> float:
-    """The least total (monotone) degradation of any config within ``limit``, by enumeration."""
-    names = list(sensitivity)
-    best = math.inf
-    for sizes in itertools.product(*(sorted(sensitivity[n]) for n in names)):
-        config = dict(zip(names, sizes, strict=True))
-        if cost(config) <= limit:
-            best = min(best, damage(sensitivity, config))
-    return best
 
 
 @settings(max_examples=200, deadline=None)

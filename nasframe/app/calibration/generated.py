@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nasframe.app.lm import model_logits
+from nasframe.app.lm import model_device, model_logits
 
 #: Sampling defaults: plain temperature-1 sampling with the 5% least likely tail cut, so the
 #: rows read like the model's own text rather than its noise.
@@ -51,7 +51,7 @@ def sample_rows(
     if length < 1:
         raise ValueError(f"length must be at least 1, got {length}")
     generator = torch.Generator().manual_seed(seed)
-    device = _device(model)
+    device = model_device(model)
     cached = _cache_argument(model)
     rows = []
     was_training = model.training
@@ -116,9 +116,3 @@ def _cache_argument(model: nn.Module) -> str | None:
     if "use_cache" not in parameters:
         return None
     return next((name for name in ("cache", "past_key_values") if name in parameters), None)
-
-
-def _device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    return torch.device("cpu")
