@@ -19,6 +19,7 @@ import json
 import math
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import torch
@@ -48,7 +49,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--sources", default=",".join(SOURCES))
     parser.add_argument("--ridges", default="0.01,0.1,1")
-    parser.add_argument("--repairs", default="lsq", help="lsq and/or sequential")
+    parser.add_argument(
+        "--repairs",
+        default="lsq",
+        help="lsq, sequential, none, or one of them with -no-readers (the readers of a pruned "
+        "hidden size left alone)",
+    )
+    parser.add_argument(
+        "--rules",
+        help="search rules as JSON instead of the job's (e.g. only the hidden size searched: "
+        '\'{"*hidden_size": {"divisor": 32}, "*": {"ratios": [1.0]}}\')',
+    )
     parser.add_argument("--budget", type=int, default=80)
     parser.add_argument("--tokens-factor", type=int, default=1)
     parser.add_argument("--render", action="store_true", help="print the table of --out")
@@ -105,10 +116,11 @@ def main() -> None:
                 first, batches, next_token_loss, pending[0][0], ridge=pending[0][1]
             )
             model = nasframe.export(first, inplace=True).eval()
+        rules_tag = f"-rules{zlib.crc32(args.rules.encode()):08x}" if args.rules else ""
         checkpoint = (
             None
             if args.iterative
-            else args.out.with_name(f"scores-{source}-x{args.tokens_factor}.json")
+            else args.out.with_name(f"scores-{source}-x{args.tokens_factor}{rules_tag}.json")
         )
         space, result, search_s = search(
             model, batches, params * args.budget / 100, args, checkpoint
@@ -117,13 +129,15 @@ def main() -> None:
         for repair, ridge in pending:
             repaired = copy.deepcopy(space)
             repair_start = time.perf_counter()
+            mode = repair.removesuffix("-no-readers")
             nasframe.reconstruct(
                 repaired,
                 batches,
                 next_token_loss,
-                repair,
+                mode,
                 ridge=ridge,
-                statistics=statistics if repair == "lsq" else None,
+                statistics=statistics if mode == "lsq" else None,
+                readers=not repair.endswith("-no-readers"),
             )
             repair_s = time.perf_counter() - repair_start
             pruned = nasframe.export(repaired, inplace=True).eval()
@@ -151,7 +165,8 @@ def search(
 ) -> tuple[nasframe.SearchSpace, object, float]:
     """A converted copy of ``model`` searched with gradnas to ``limit`` params less the
     bias reserve of ``repair``, as the job does."""
-    space = nasframe.convert(copy.deepcopy(model), job_rules(32))
+    rules = json.loads(args.rules) if args.rules else job_rules(32)
+    space = nasframe.convert(copy.deepcopy(model), rules)
     reserve = bias_reserve(space)
     config = {
         "data_loader": batches,
@@ -174,6 +189,7 @@ def run_key(source: str, args: argparse.Namespace, repair: str, ridge: float) ->
     suffix = "" if repair == "lsq" else f"/{repair}"
     suffix += f"/alloc={args.allocation}" if args.allocation else ""
     suffix += "/iterative" if args.iterative else ""
+    suffix += f"/rules={args.rules}" if args.rules else ""
     return f"{source}/x{args.tokens_factor}/ridge={ridge:g}/budget={args.budget}{suffix}"
 
 

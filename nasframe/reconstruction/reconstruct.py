@@ -35,7 +35,7 @@ from torch import nn
 from nasframe.errors import UserInputError
 from nasframe.modules.depth import DynamicLayerList
 from nasframe.reconstruction.layer_calls import Unsupported, layer_stack
-from nasframe.reconstruction.refit import fold_bias, refit_kept_columns, refit_least_squares
+from nasframe.reconstruction.readers import repair_readers
 from nasframe.reconstruction.sequential import inside_stack, walk_layers
 from nasframe.reconstruction.stats import (
     LinearStats,
@@ -44,7 +44,7 @@ from nasframe.reconstruction.stats import (
     plan_chunks,
 )
 from nasframe.reconstruction.targets import Target, find_targets
-from nasframe.reconstruction.updates import Update, write_update
+from nasframe.reconstruction.updates import Update, apply_update, solve_update, write_update
 from nasframe.space.search_space import SearchSpace
 
 RECONSTRUCT_MODES = ("none", "bias", "lsq", "sequential")
@@ -66,6 +66,9 @@ class ReconstructionReport:
     seconds: float = 0.0
     #: How ``"sequential"`` ran: layer by layer, or one-shot lsq and why.
     note: str = ""
+    #: The readers of a pruned residual stream refitted on paired statistics
+    #: (:mod:`nasframe.reconstruction.readers`), also in ``reconstructed``.
+    readers: list[str] = field(default_factory=list)
 
 
 def reconstruct(
@@ -78,6 +81,7 @@ def reconstruct(
     max_stats_bytes: int | None = None,
     statistics: dict[str, LinearStats] | None = None,
     can_add_bias: Callable[[str], bool] | None = None,
+    readers: bool = True,
 ) -> ReconstructionReport:
     """Repair the maps whose inputs the selected config prunes; the model changes in place.
 
@@ -108,6 +112,9 @@ def reconstruct(
         can_add_bias: whether a map without a bias may be given one, by the bias's
             parameter name (None: every one may). A map that may not is refitted without a
             bias term (``"lsq"``) or left alone (``"bias"``).
+        readers: with ``"lsq"`` or ``"sequential"``, also refit the maps that read a norm's
+            output when the hidden size is pruned, on paired dense and pruned inputs
+            (:mod:`nasframe.reconstruction.readers`); False leaves them alone, as before.
 
     Returns:
         A :class:`ReconstructionReport`: the maps changed, those left alone and why, the
@@ -132,10 +139,12 @@ def reconstruct(
     if max_stats_bytes <= 0:
         raise UserInputError(f"max_stats_bytes must be positive, got {max_stats_bytes!r}.")
     start = time.perf_counter()
-    targets, report.skipped = find_targets(space)
+    found_readers: list[Target] = []
+    wanted = readers and mode != "bias"
+    targets, report.skipped = find_targets(space, found_readers if wanted else None)
     if can_add_bias is not None:
         targets = _without_forbidden_folds(targets, can_add_bias, mode, report)
-    if targets:
+    if targets or found_readers:
         batches = _reiterable(batches)
         if hasattr(batches, "__len__") and len(batches) == 0:
             raise UserInputError("reconstruction needs calibration batches; none were given.")
@@ -146,9 +155,14 @@ def reconstruct(
             targets = [t for t in targets if t not in walked]
         elif mode == "sequential":
             report.note = "one-shot lsq: the model has no layer stack to walk"
-        # Maps outside the layer stack are measured on the dense model before the walk
-        # changes anything, and updated after it.
-        updates = _measure_and_solve(
+        # The readers of a pruned residual stream, and the maps outside the layer stack, are
+        # measured on the dense model before anything changes; the readers are updated first
+        # (the walk then runs the repaired readers), the others last.
+        with _eval_mode(space.model):
+            reader_updates, reader_skips = repair_readers(
+                space, found_readers, batches, forward, ridge, progress, max_stats_bytes
+            )
+        updates = _measure_andsolve_update(
             space,
             targets,
             batches,
@@ -161,6 +175,12 @@ def reconstruct(
             statistics,
         )
         with torch.no_grad(), _eval_mode(space.model):
+            for target, update in reader_updates:
+                apply_update(target, update)
+                report.skipped.pop(target.name, None)
+                report.reconstructed.append(target.name)
+                report.readers.append(target.name)
+            report.skipped.update(reader_skips)
             if walked:
                 _walk(
                     space,
@@ -199,7 +219,7 @@ def _walk(
     report.batches = len(batches)
 
     def solve(target: Target, stats: LinearStats) -> None:
-        write_update(space, target, _solve(target, stats, True, ridge), report)
+        write_update(space, target, solve_update(target, stats, True, ridge), report)
 
     try:
         report.skipped.update(walk_layers(space, stack, walked, batches, forward, solve, progress))
@@ -207,7 +227,7 @@ def _walk(
     except Unsupported as reason:
         report.note = f"one-shot lsq: the layer stack cannot be run layer by layer ({reason})"
         updates.extend(
-            _measure_and_solve(
+            _measure_andsolve_update(
                 space,
                 walked,
                 batches,
@@ -243,7 +263,7 @@ def _without_forbidden_folds(
     return kept
 
 
-def _measure_and_solve(
+def _measure_andsolve_update(
     space: SearchSpace,
     targets: list[Target],
     batches: Any,
@@ -276,7 +296,7 @@ def _measure_and_solve(
         if stat.count == 0:
             report.skipped[target.name] = "it never ran on the calibration batches"
         else:
-            updates.append((target, _solve(target, stat, lsq, ridge)))
+            updates.append((target, solve_update(target, stat, lsq, ridge)))
 
     measured = {id(t) for t in missing}
     for target in targets:
@@ -297,29 +317,6 @@ def _measure_and_solve(
                 if keep is not None:
                     keep[target.name] = stat
     return updates
-
-
-def _solve(target: Target, stats: LinearStats, lsq: bool, ridge: float) -> Update:
-    weight = target.matrix().detach().to(torch.float64)
-    bias = target.bias
-    bias = (
-        torch.zeros(target.out_features, dtype=torch.float64, device=weight.device)
-        if bias is None
-        else bias.detach().to(torch.float64)
-    )
-    if target.bias_free:  # lsq without a bias term: the kept columns alone, on raw moments
-        kept = target.kept.to(weight.device)
-        moment = (stats.gram / stats.count).to(weight.device)
-        columns = refit_kept_columns(weight, moment, kept, ridge)
-        return Update(columns.to(target.weight.dtype).cpu(), None)
-    mean = stats.mean().to(weight.device)
-    if not lsq:
-        removed = target.removed.to(weight.device)
-        return Update(None, fold_bias(weight, bias, mean, removed).cpu())
-    kept = target.kept.to(weight.device)
-    covariance = stats.covariance().to(weight.device)
-    columns, new_bias = refit_least_squares(weight, bias, mean, covariance, kept, ridge)
-    return Update(columns.to(target.weight.dtype).cpu(), new_bias.cpu())
 
 
 def _reiterable(batches: Iterable[Any]) -> Iterable[Any]:

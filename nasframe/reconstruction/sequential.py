@@ -17,9 +17,11 @@ repair walks the layer stack in order, as SparseGPT-style repairs do:
    slice of the full one). Then the repaired layer runs once more to give the next layer its input.
 
 The first layer's hidden states are the same in both models (unless the hidden size is
-pruned, whose readers are not repaired), so a model whose first layer alone is pruned gets
-the one-shot refit. A model without a layer stack (no
-:class:`~nasframe.modules.depth.DynamicLayerList`) is repaired one-shot; the report says so.
+pruned), so a model whose first layer alone is pruned gets the one-shot refit. Where the
+hidden size is pruned, the readers of the residual stream are refitted first, one-shot on
+paired inputs (:mod:`nasframe.reconstruction.readers`), and the walk runs them repaired. A
+model without a layer stack (no :class:`~nasframe.modules.depth.DynamicLayerList`) is
+repaired one-shot; the report says so.
 
 Fitting each map to the *dense* model's output instead (``W'_K z ~ W x_dense``, so that a map
 also undoes the error of the layers before it) was measured too and did much worse on

@@ -95,10 +95,16 @@ class LinearStats:
 def plan_chunks(sizes: Sequence[int], second_moment: bool, max_bytes: int) -> list[list[int]]:
     """Consecutive groups of target indices whose statistics fit ``max_bytes`` together (a
     target larger than the budget alone is one chunk: it cannot be split)."""
+    needs = [LinearStats.bytes_needed(features, second_moment) for features in sizes]
+    return chunk_by_bytes(needs, max_bytes)
+
+
+def chunk_by_bytes(needs: Sequence[int], max_bytes: int) -> list[list[int]]:
+    """Consecutive groups of indices whose ``needs`` (bytes each) add up to at most
+    ``max_bytes`` (one larger than the budget alone is one chunk)."""
     chunks: list[list[int]] = []
     used = 0
-    for index, features in enumerate(sizes):
-        need = LinearStats.bytes_needed(features, second_moment)
+    for index, need in enumerate(needs):
         if chunks and used + need <= max_bytes:
             chunks[-1].append(index)
             used += need

@@ -11,7 +11,8 @@ wrong rather than merely useless:
 - nothing of its input is pruned;
 - its input is a residual stream, or a normalisation reads its input dimension: the norm
   rescales the kept channels once others are gone, so statistics of the dense inputs do not
-  describe the pruned ones;
+  describe the pruned ones (such a *reader* is refitted on paired dense and pruned inputs
+  instead, by :mod:`nasframe.reconstruction.readers`, where its input is a norm's output);
 - its weight is shared with another module (tied embeddings): changing it changes that one;
 - its bias is missing and the module's ``SLOTS`` do not index one where it would be added.
 """
@@ -78,9 +79,16 @@ class Target:
         return self.weight.movedim(self.linear_map.input_dim, 1)
 
 
-def find_targets(space: SearchSpace) -> tuple[list[Target], dict[str, str]]:
+def find_targets(
+    space: SearchSpace, readers: list[Target] | None = None
+) -> tuple[list[Target], dict[str, str]]:
     """The linear maps the selected config cuts that can be repaired, and the others with the
-    reason each is skipped (by the name of the module holding its weight)."""
+    reason each is skipped (by the name of the module holding its weight).
+
+    With ``readers`` given, the maps skipped only because a norm rescales their pruned input
+    (readers of a pruned residual stream, whose weight is not shared) are added to it too,
+    for :mod:`nasframe.reconstruction.readers`; they stay in the skipped dict until repaired.
+    """
     owners = _parameter_owners(space.model)
     removed_by = _removed_by_depth(space)
     normalised = _normalised_hparams(space)
@@ -92,10 +100,12 @@ def find_targets(space: SearchSpace) -> tuple[list[Target], dict[str, str]]:
             target, reason = _inspect(
                 name, module_name, module, linear_map, owners, removed_by, normalised
             )
-            if target is not None:
+            if target is not None and not reason:
                 targets.append(target)
             else:
                 skipped[name] = reason
+                if target is not None and readers is not None:
+                    readers.append(target)
     return targets, skipped
 
 
@@ -134,10 +144,9 @@ def _never_repairable(
     name: str, module: DynamicModule, linear_map: LinearMap, owners: dict[int, list[str]]
 ) -> str | None:
     """Why no config can make this map a target, whatever it prunes (None: some can)."""
-    weight = module.param_tensor(linear_map.weight)
-    others = [owner for owner in owners.get(id(weight), []) if owner != name]
-    if others:
-        return f"its weight is shared with {others[0]}: changing it would change that too"
+    shared = _shared_with(name, module.param_tensor(linear_map.weight), owners)
+    if shared:
+        return shared
     if module.param_tensor(linear_map.bias) is None and not _bias_follows_slots(module, linear_map):
         return (
             f"it has no bias and {type(module).__name__}.SLOTS index none at "
@@ -165,27 +174,59 @@ def _inspect(
     if kept is None:
         return None, "nothing of its input is pruned"
     hparams = _hparams_on(module, linear_map.weight, input_dim)
+    rescaled = _rescaled_input(hparams, normalised)
+    if rescaled:  # a reader: repairable from paired statistics unless its weight is shared
+        shared = _shared_with(name, weight, owners)
+        return (None if shared else _target(name, module_name, module, linear_map, kept)), (
+            shared or rescaled
+        )
+    reason = _never_repairable(name, module, linear_map, owners)
+    if reason is not None:
+        return None, reason
+    return _target(name, module_name, module, linear_map, kept), ""
+
+
+def _rescaled_input(hparams: list[Hparam], normalised: dict[int, str]) -> str:
+    """Why a norm rescales the map's pruned input ("" when none does)."""
     for hparam in hparams:
         if hparam.is_residual_stream and hparam.active < hparam.max:
-            return None, (
+            return (
                 f"its input is the residual stream {hparam.name}: the norm in front of every "
                 "reader rescales the kept channels, so dense statistics do not describe them"
             )
         if id(hparam) in normalised and hparam.active < hparam.max:
-            return None, (
+            return (
                 f"{normalised[id(hparam)]} normalises its input dimension {hparam.name} and "
                 "rescales the kept channels, so dense statistics do not describe them"
             )
-    reason = _never_repairable(name, module, linear_map, owners)
-    if reason is not None:
-        return None, reason
+    return ""
+
+
+def _shared_with(name: str, weight: torch.Tensor, owners: dict[int, list[str]]) -> str:
+    """Why the weight may not change because another module holds it ("" when none does)."""
+    others = [owner for owner in owners.get(id(weight), []) if owner != name]
+    if others:
+        return f"its weight is shared with {others[0]}: changing it would change that too"
+    return ""
+
+
+def _target(
+    name: str,
+    module_name: str,
+    module: DynamicModule,
+    linear_map: LinearMap,
+    kept: slice | torch.Tensor,
+) -> Target:
+    weight = module.param_tensor(linear_map.weight)
+    input_dim = linear_map.input_dim
     everything = torch.arange(weight.shape[input_dim])
     kept_index = everything[kept] if isinstance(kept, slice) else kept.to(torch.long).cpu()
     mask = torch.ones(len(everything), dtype=torch.bool)
     mask[kept_index] = False
     target = Target(name, module_name, module, linear_map, kept_index, everything[mask])
+    hparams = _hparams_on(module, linear_map.weight, input_dim)
     target.input_sizes = {hparam.name: hparam.max for hparam in hparams}
-    return target, ""
+    return target
 
 
 def add_bias(root: nn.Module, name: str, size: int) -> nn.Parameter:

@@ -1,4 +1,5 @@
-"""Writing a refit into the model: a map's new kept columns, and its bias (added if missing).
+"""Solving a map's refit from its statistics, and writing it into the model: its new kept
+columns, and its bias (added if missing).
 
 The one-shot and the sequential repair compute updates differently but write them the same
 way, and record the same facts in the report: which maps changed, which biases were added
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from nasframe.reconstruction.refit import fold_bias, refit_kept_columns, refit_least_squares
+from nasframe.reconstruction.stats import LinearStats
 from nasframe.reconstruction.targets import Target, add_bias
 from nasframe.space.search_space import SearchSpace
 
@@ -48,3 +51,28 @@ def apply_update(target: Target, update: Update) -> None:
     bias = target.bias
     if update.bias is not None:
         bias.copy_(update.bias.to(device=bias.device, dtype=bias.dtype))
+
+
+def solve_update(target: Target, stats: LinearStats, lsq: bool, ridge: float) -> Update:
+    """A target's refit from its input statistics: the least-squares columns and bias
+    (``lsq``), or the bias fold; the kept columns alone where it may not get a bias."""
+    weight = target.matrix().detach().to(torch.float64)
+    bias = target.bias
+    bias = (
+        torch.zeros(target.out_features, dtype=torch.float64, device=weight.device)
+        if bias is None
+        else bias.detach().to(torch.float64)
+    )
+    if target.bias_free:  # lsq without a bias term: the kept columns alone, on raw moments
+        kept = target.kept.to(weight.device)
+        moment = (stats.gram / stats.count).to(weight.device)
+        columns = refit_kept_columns(weight, moment, kept, ridge)
+        return Update(columns.to(target.weight.dtype).cpu(), None)
+    mean = stats.mean().to(weight.device)
+    if not lsq:
+        removed = target.removed.to(weight.device)
+        return Update(None, fold_bias(weight, bias, mean, removed).cpu())
+    kept = target.kept.to(weight.device)
+    covariance = stats.covariance().to(weight.device)
+    columns, new_bias = refit_least_squares(weight, bias, mean, covariance, kept, ridge)
+    return Update(columns.to(target.weight.dtype).cpu(), new_bias.cpu())

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from allocation_oracle import damage, optimum
 from fuzz_inputs import PROPERTY
 from hypothesis import given
 from hypothesis import strategies as st
+from oracles.allocation import damage, optimum
 
 from nasframe.searchers.allocation import threshold_allocation
 from nasframe.searchers.exact_allocation import exact_allocation

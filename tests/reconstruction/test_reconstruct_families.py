@@ -72,7 +72,7 @@ def test_family_maps_are_repaired_never_worse_and_exported_as_they_run(family):
     )
 
 
-def test_maps_of_removed_layers_and_residual_stream_readers_are_skipped():
+def test_maps_of_removed_layers_and_residual_stream_readers_are_skipped_by_a_bias_fold():
     space, batches = family_space("llama")
     space.all_hparams["model.layers.depth"].importance = torch.tensor([0.0, 1.0])  # keep 1
     space.select({"model.layers.depth": 1, "model.hidden_size": 16})
@@ -82,8 +82,26 @@ def test_maps_of_removed_layers_and_residual_stream_readers_are_skipped():
         "model.layers.1.mlp.down_proj",
     ]
     assert "removed by model.layers.depth" in report.skipped["model.layers.0.mlp.down_proj"]
-    for reader in ("model.layers.1.mlp.gate_proj", "lm_head"):
+    for reader in ("model.layers.1.mlp.gate_proj", "model.layers.1.self_attn.q_proj"):
         assert "residual stream model.hidden_size" in report.skipped[reader]
+    assert "shared with model.embed_tokens" in report.skipped["lm_head"]  # the tied head
+
+
+def test_least_squares_repairs_the_residual_stream_readers_of_the_kept_layers():
+    space, batches = family_space("llama")
+    space.all_hparams["model.layers.depth"].importance = torch.tensor([0.0, 1.0])  # keep 1
+    space.select({"model.layers.depth": 1, "model.hidden_size": 16})
+    report = nasframe.reconstruct(space, batches, forward_ids, "lsq")
+    layer = "model.layers.1"
+    readers = [f"{layer}.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj")]
+    readers += [f"{layer}.mlp.{p}" for p in ("gate_proj", "up_proj")]
+    assert report.readers == readers
+    assert set(readers) <= set(report.reconstructed)
+    assert not set(readers) & set(report.skipped)
+    assert "removed by model.layers.depth" in report.skipped["model.layers.0.self_attn.q_proj"]
+    assert "shared with model.embed_tokens" in report.skipped["lm_head"]
+    # readers are refitted without adding a bias (the writers get theirs, as before)
+    assert not any(name.startswith(tuple(readers)) for name in report.added_biases)
 
 
 def test_llama_saves_added_biases_for_plain_transformers_and_for_nasframe_load(tmp_path):

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from allocation_oracle import damage, optimum
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracles.allocation import damage, optimum
 
 from nasframe.searchers import exact_allocation as exact_module
 from nasframe.searchers import interactions

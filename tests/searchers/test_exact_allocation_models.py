@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 pytest.importorskip("transformers")
 
-from allocation_oracle import damage, optimum  # noqa: E402
 from hf_models.llama_dims import ids, n_params, tiny_model  # noqa: E402
+from oracles.allocation import damage, optimum  # noqa: E402
 
 import nasframe  # noqa: E402
 from nasframe.app.lm import next_token_loss  # noqa: E402

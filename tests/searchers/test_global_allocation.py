@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from allocation_oracle import damage, optimum
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracles.allocation import damage, optimum
 
 from nasframe.errors import UserInputError
 from nasframe.searchers.allocation import (

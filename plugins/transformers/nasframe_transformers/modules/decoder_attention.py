@@ -186,8 +186,18 @@ class DynamicDecoderAttention(WrappedModule):
         return HeadCountConfig(base, config_head_counts(base, heads, kv))
 
     def linear_maps(self) -> tuple[LinearMap, ...]:
+        """The output projection (its inputs are the heads) and the q/k/v projections (their
+        inputs are the hidden size; a fused projection plays several roles, and a fused
+        section is fed through the projection that holds it)."""
         o = self.ROLES["o"]
-        return (LinearMap(f"{o}.weight", f"{o}.bias", 1, input_module=o),)
+        readers = dict.fromkeys(self.ROLES[role] for role in "qkv")
+        return (
+            LinearMap(f"{o}.weight", f"{o}.bias", 1, input_module=o),
+            *(
+                LinearMap(f"{p}.weight", f"{p}.bias", 1, input_module=p.partition(".")[0])
+                for p in readers
+            ),
+        )
 
     @property
     def decoder_head_dim(self) -> int:

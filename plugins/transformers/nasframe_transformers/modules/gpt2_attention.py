@@ -33,7 +33,10 @@ class DynamicGPT2Attention(WrappedModule):
     # Computed from the kept heads rather than copied from the original.
     DERIVED = frozenset({"num_heads", "split_size", "embed_dim"})
     # c_proj (weight (in, out)) reads the heads; c_attn reads the residual stream.
-    LINEAR_MAPS = (LinearMap("c_proj.weight", "c_proj.bias", 0, input_module="c_proj"),)
+    LINEAR_MAPS = (
+        LinearMap("c_proj.weight", "c_proj.bias", 0, input_module="c_proj"),
+        LinearMap("c_attn.weight", "c_attn.bias", 0, input_module="c_attn"),  # a reader
+    )
     adopt_projection = staticmethod(SlicedConv1D.adopt)
     plain_projection = staticmethod(plain_conv1d)
 

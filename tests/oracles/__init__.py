@@ -1,0 +1,1 @@
+"""Brute-force references the tests compare nasframe against."""
