@@ -101,6 +101,7 @@ def build_summary(
             "mode": settings.reconstruct,
             **reconstruction_used(settings, repaired),
             "reconstructed": list(repaired.reconstructed),
+            "readers": list(repaired.readers),  # of a pruned hidden size, also in reconstructed
             "skipped": dict(repaired.skipped),
             "added_biases": dict(repaired.added_biases),
             "batches": repaired.batches,

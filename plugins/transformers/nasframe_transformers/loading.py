@@ -51,6 +51,10 @@ LM_JOB_DEFAULTS = {
 }
 
 
+#: A text every real tokenizer encodes to at least one token.
+TOKENIZER_PROBE = "The quick brown fox jumps over the lazy dog."
+
+
 @hookimpl
 def nasframe_models() -> dict[str, ModelEntry]:
     return {
@@ -168,7 +172,15 @@ def load_pretrained(
     @functools.cache
     def tokenizer() -> Any:
         with _quiet_unless(progress), _as_user_error(name, "its tokenizer", tokenizer_fix):
-            return transformers.AutoTokenizer.from_pretrained(str(directory), **source)
+            loaded = transformers.AutoTokenizer.from_pretrained(str(directory), **source)
+        # transformers 5 builds an empty tokenizer from the config alone when a directory has
+        # no tokenizer files: it encodes every text to no tokens.
+        if not make_encoder(loaded)(TOKENIZER_PROBE):
+            raise UserInputError(
+                f"--model {name}: its tokenizer encodes text to no tokens (the directory has no "
+                f"tokenizer files?); {tokenizer_fix}."
+            )
+        return loaded
 
     def encode(text: str) -> list[int]:
         return make_encoder(tokenizer())(text)

@@ -125,6 +125,11 @@ def test_registered_names_win_over_paths(
             [r"custom-code ships its own Python code", r"--trust-remote-code"],
             id="custom-code",
         ),
+        pytest.param(  # transformers 5 builds an empty Qwen2 tokenizer from the config alone
+            "{tmp}/no-tokenizer",
+            [r"no-tokenizer: its tokenizer encodes text to no tokens", r"save_pretrained"],
+            id="directory-without-tokenizer",
+        ),
     ],
 )
 def test_bad_model_specs_are_one_line_and_exit_code_2(
@@ -144,6 +149,15 @@ def test_bad_model_specs_are_one_line_and_exit_code_2(
     (custom / "config.json").write_text(
         json.dumps({"model_type": "custom-tiny", "auto_map": auto_map}), encoding="utf-8"
     )
+    qwen2 = transformers.Qwen2Config(  # a model saved without its tokenizer
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    transformers.Qwen2ForCausalLM(qwen2).save_pretrained(tmp_path / "no-tokenizer")
     out = tmp_path / "out"
     code, stdout, stderr = run_main(search_argv(spec.format(tmp=tmp_path), corpus, out))
     assert code == EXIT_USAGE, stderr
