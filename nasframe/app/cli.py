@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=tuple(PRESETS),
         default=defaults.preset,
         help="thorough: score and repair on 4x the calibration text, a better result in about "
-        f"3x the time; explicit size flags still win (default: {defaults.preset})",
+        f"2.7x the time; explicit size flags still win (default: {defaults.preset})",
     )
     model_default = " (default: the model's; see docs/user-guide.md)"
     search.add_argument(
@@ -331,27 +331,10 @@ def _search(args: argparse.Namespace) -> int:
     finally:
         distributed.shutdown()
     if main_rank:
-        _print_summary(report.summary, report.out)
+        from nasframe.app.job_output import print_summary
+
+        print_summary(report.summary, report.out)
     return 0
-
-
-def _print_summary(summary: dict, out) -> None:
-    ppl, params, flops = summary["perplexity"], summary["params"], summary["flops"]
-    print(f"{summary['algorithm']} on {summary['model']} at {summary['constraint']}")
-    print(f"  perplexity  {ppl['before']:>14.3f} -> {ppl['after']:.3f}")
-    print(
-        f"  params      {params['before']:>14,} -> {params['after']:,} ({params['fraction']:.1%})"
-    )
-    print(f"  FLOPs       {flops['before']:>14,} -> {flops['after']:,} ({flops['fraction']:.1%})")
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items())
-    print(f"  time        {timings}")
-    print(f"  saved to    {out}")
-    plain = summary.get("exports", {}).get("transformers")
-    if plain:
-        print(f"  also as     {plain} (plain transformers)")
-    gguf = summary.get("exports", {}).get("gguf")
-    if gguf:
-        print(f"  also as     {gguf} (llama.cpp)")
 
 
 if __name__ == "__main__":

@@ -222,3 +222,23 @@ def save_plain(
         return exports
     exports[PLAIN_EXPORT_DIR] = str(target)
     return exports
+
+
+def print_summary(summary: dict[str, Any], out: object) -> None:
+    """The few lines ``nasframe search`` prints when it is done (the rest is summary.json)."""
+    ppl, params, flops = summary["perplexity"], summary["params"], summary["flops"]
+    print(f"{summary['algorithm']} on {summary['model']} at {summary['constraint']}")
+    print(f"  perplexity  {ppl['before']:>14.3f} -> {ppl['after']:.3f}")
+    print(
+        f"  params      {params['before']:>14,} -> {params['after']:,} ({params['fraction']:.1%})"
+    )
+    print(f"  FLOPs       {flops['before']:>14,} -> {flops['after']:,} ({flops['fraction']:.1%})")
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in summary["timings_s"].items())
+    print(f"  time        {timings}")
+    print(f"  saved to    {out}")
+    plain = summary.get("exports", {}).get("transformers")
+    if plain:
+        print(f"  also as     {plain} (plain transformers)")
+    gguf = summary.get("exports", {}).get("gguf")
+    if gguf:
+        print(f"  also as     {gguf} (llama.cpp)")

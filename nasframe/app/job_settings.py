@@ -106,9 +106,9 @@ FALLBACK_SIZES = {
 #: ``--preset`` names and what each multiplies of the model's default sizes. "thorough"
 #: scores and repairs on four times the calibration text: on SmolLM2-135M at 80% params it
 #: took the held-out docstrings from 1.38x to 1.24x dense and the license texts from 2.27x to
-#: 2.07x, and the validation texts (which chose it) from 1.53 to 1.40 (geometric mean), for
-#: about three times the main job's time (docs/results.md, "Calibration and repair that
-#: generalise"). The default keeps the main job under 5 minutes on 2 cores.
+#: 2.07x, and the validation texts (which chose it) from 1.53 to 1.40 (geometric mean); the
+#: main job took 9 min 48 s instead of 3 min 38 s on 2 idle cores (docs/results.md, "The main
+#: job"). The default keeps the main job under 5 minutes.
 PRESETS: dict[str, dict[str, int]] = {
     "default": {},
     "thorough": {"calibration_batches": 4},

@@ -162,7 +162,7 @@ def reconstruct(
             reader_updates, reader_skips = repair_readers(
                 space, found_readers, batches, forward, ridge, progress, max_stats_bytes
             )
-        updates = _measure_andsolve_update(
+        updates = _measure_and_solve(
             space,
             targets,
             batches,
@@ -227,7 +227,7 @@ def _walk(
     except Unsupported as reason:
         report.note = f"one-shot lsq: the layer stack cannot be run layer by layer ({reason})"
         updates.extend(
-            _measure_andsolve_update(
+            _measure_and_solve(
                 space,
                 walked,
                 batches,
@@ -263,7 +263,7 @@ def _without_forbidden_folds(
     return kept
 
 
-def _measure_andsolve_update(
+def _measure_and_solve(
     space: SearchSpace,
     targets: list[Target],
     batches: Any,

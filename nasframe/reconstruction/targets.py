@@ -164,6 +164,9 @@ def _inspect(
     removed_by: dict[int, str],
     normalised: dict[int, str],
 ) -> tuple[Target | None, str]:
+    """``(target, "")`` for a map to repair, ``(None, why)`` for one to skip, and
+    ``(target, why)`` for a reader: skipped by the one-shot repair, repairable on paired
+    inputs."""
     weight = module.param_tensor(linear_map.weight)
     if weight is None or weight.dim() != 2:
         return None, "its weight is not a matrix"
