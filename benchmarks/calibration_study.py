@@ -65,6 +65,13 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="print the table of --out")
     parser.add_argument("--allocation", help="override the job's allocation (e.g. exact)")
     parser.add_argument(
+        "--uniform",
+        action="store_true",
+        help="the same size in every layer, repaired with the biases the plain config holds, "
+        "as nasframe search --uniform does",
+    )
+    parser.add_argument("--divisor", type=int, default=32, help="widths in multiples of this")
+    parser.add_argument(
         "--iterative", action="store_true", help="prune half the cut, repair, re-score, prune"
     )
     args = parser.parse_args()
@@ -117,6 +124,9 @@ def main() -> None:
             )
             model = nasframe.export(first, inplace=True).eval()
         rules_tag = f"-rules{zlib.crc32(args.rules.encode()):08x}" if args.rules else ""
+        rules_tag += ("-uniform" if args.uniform else "") + (
+            f"-d{args.divisor}" if args.divisor != 32 else ""
+        )
         checkpoint = (
             None
             if args.iterative
@@ -138,6 +148,7 @@ def main() -> None:
                 ridge=ridge,
                 statistics=statistics if mode == "lsq" else None,
                 readers=not repair.endswith("-no-readers"),
+                can_add_bias=plain_bias_rule(dense, args),
             )
             repair_s = time.perf_counter() - repair_start
             pruned = nasframe.export(repaired, inplace=True).eval()
@@ -165,9 +176,9 @@ def search(
 ) -> tuple[nasframe.SearchSpace, object, float]:
     """A converted copy of ``model`` searched with gradnas to ``limit`` params less the
     bias reserve of ``repair``, as the job does."""
-    rules = json.loads(args.rules) if args.rules else job_rules(32)
+    rules = json.loads(args.rules) if args.rules else job_rules(args.divisor)
     space = nasframe.convert(copy.deepcopy(model), rules)
-    reserve = bias_reserve(space)
+    reserve = bias_reserve(space, plain_bias_rule(model, args))
     config = {
         "data_loader": batches,
         "loss_func": next_token_loss,
@@ -177,6 +188,8 @@ def search(
     }
     if args.allocation:
         config["allocation"] = args.allocation
+    if args.uniform:
+        config["uniform"] = True
     if checkpoint is not None:  # the scores of one source, reused by its later variants
         config["checkpoint"] = str(checkpoint)
     start = time.perf_counter()
@@ -185,11 +198,23 @@ def search(
     return space, result, time.perf_counter() - start
 
 
+def plain_bias_rule(model: torch.nn.Module, args: argparse.Namespace):
+    """Where a ``--uniform`` repair may add a bias: where the plain Llama config holds one
+    (as the job's rule); None (anywhere) otherwise."""
+    if not args.uniform:
+        return None
+    from nasframe_transformers.plain_biases import plain_bias_names
+
+    return plain_bias_names(model).__contains__
+
+
 def run_key(source: str, args: argparse.Namespace, repair: str, ridge: float) -> str:
     suffix = "" if repair == "lsq" else f"/{repair}"
     suffix += f"/alloc={args.allocation}" if args.allocation else ""
     suffix += "/iterative" if args.iterative else ""
     suffix += f"/rules={args.rules}" if args.rules else ""
+    suffix += "/uniform" if args.uniform else ""
+    suffix += f"/divisor={args.divisor}" if args.divisor != 32 else ""
     return f"{source}/x{args.tokens_factor}/ridge={ridge:g}/budget={args.budget}{suffix}"
 
 
