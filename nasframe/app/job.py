@@ -258,9 +258,14 @@ def _reconstruct(
             if repaired.without_bias
             else ""
         )
+        readers = (
+            f", {len(repaired.readers)} of them readers of the pruned hidden size"
+            if repaired.readers
+            else ""
+        )
         log(
             f"reconstruct ({settings.reconstruct}): {len(repaired.reconstructed)} projections "
-            f"repaired{bias_free} on {repaired.batches} calibration batches in "
+            f"repaired{bias_free}{readers} on {repaired.batches} calibration batches in "
             f"{repaired.seconds:.1f} s"
         )
     return repaired
