@@ -135,10 +135,15 @@ def test_llama_perplexity_is_within_two_percent_of_nasframes(result, tmp_path) -
 
 
 def test_half_precision_files_and_q8_0_still_run(result, tmp_path) -> None:
-    expected = nasframe_continuation(result)
+    # Perplexity, not a continuation: a half-precision run may diverge from the f32 text, and
+    # a continuation whose own text holds a blank line cannot be told from one cut short at
+    # exit (llama.cpp issue 22142), which once failed this test's length check under load.
+    text = tmp_path / "text.txt"
+    text.write_text(stdlib_corpus().evaluation[:6000], encoding="utf-8")
+    full = perplexity(exported(result, "f32"), text)
     for dtype in ("f16", "bf16"):
-        text = completion(exported(result, dtype))
-        assert text and len(text) >= len(expected) // 2
+        half = perplexity(exported(result, dtype), text)
+        assert abs(half - full) <= 0.02 * full, (dtype, half, full)
     q8 = quantize(exported(result, "f16"), tmp_path / "q8_0.gguf")
     reader = gguf.GGUFReader(str(q8))
     kinds = {tensor.tensor_type.name for tensor in reader.tensors}
