@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 import nasframe.distributed as distributed
-from nasframe.reconstruction.refit import solve_symmetric
+from nasframe.reconstruction.refit import damped_refit
 from nasframe.reconstruction.stats import chunk_by_bytes
 from nasframe.reconstruction.targets import Target
 from nasframe.reconstruction.updates import Update
@@ -114,13 +114,7 @@ def refit_reader(
         gram = gram - torch.outer(mean_z, mean_z)
     device = weight.device
     cross, gram = cross.to(device), gram.to(device)
-    damping = ridge * float(gram.diagonal().mean()) if len(kept) else 0.0
-    if ridge > 0 and not damping > 0:
-        damping = ridge
-    system = gram + damping * torch.eye(len(kept), dtype=gram.dtype, device=device)
-    # The damping pulls towards the dense columns of the kept channels, as one-shot lsq does.
-    target = weight @ cross + damping * weight[:, kept.to(device)]
-    columns = solve_symmetric(system, target.T).T
+    columns = damped_refit(weight, cross, gram, kept.to(device), ridge)
     if bias is None:
         return columns, None
     return columns, bias + weight @ mean_x.to(device) - columns @ mean_z.to(device)

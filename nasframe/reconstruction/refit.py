@@ -43,13 +43,7 @@ def refit_least_squares(
     ``E||W (x - mu) - W'_K (x_K - mu_K)||^2 + lambda ||W'_K - W_K||^2``, and
     ``b' = b + W mu - W'_K mu_K`` matches the dense mean output.
     """
-    c_kk = covariance[kept][:, kept]
-    damping = ridge * float(c_kk.diagonal().mean()) if len(kept) else 0.0
-    if ridge > 0 and not damping > 0:
-        damping = ridge  # every kept input is constant: any damping keeps W_K
-    system = c_kk + damping * torch.eye(len(kept), dtype=c_kk.dtype, device=c_kk.device)
-    target = weight @ covariance[:, kept] + damping * weight[:, kept]  # (out, |K|)
-    columns = solve_symmetric(system, target.T).T
+    columns = damped_refit(weight, covariance[:, kept], covariance[kept][:, kept], kept, ridge)
     new_bias = bias + weight @ mean - columns @ mean[kept]
     return columns, new_bias
 
@@ -64,12 +58,25 @@ def refit_kept_columns(
     ``E||W x - W'_K x_K||^2 + lambda ||W'_K - W_K||^2`` for the second moment ``moment``
     ``S = E[x x^T]``, with ``lambda = ridge * mean(diag S_KK)``; any bias the map has stays.
     """
-    s_kk = moment[kept][:, kept]
-    damping = ridge * float(s_kk.diagonal().mean()) if len(kept) else 0.0
+    return damped_refit(weight, moment[:, kept], moment[kept][:, kept], kept, ridge)
+
+
+def damped_refit(
+    weight: torch.Tensor,
+    cross: torch.Tensor,
+    gram: torch.Tensor,
+    kept: torch.Tensor,
+    ridge: float,
+) -> torch.Tensor:
+    """``W'_K = (W cross + lambda W_K) (gram + lambda I)^-1``, the solve every refit shares:
+    ``cross`` ``(in, |K|)`` pairs the dense input with the kept one, ``gram`` ``(|K|, |K|)``
+    is the kept input's own second moment (centred or raw), and ``lambda = ridge *
+    mean(diag gram)`` damps towards the dense columns ``W_K``."""
+    damping = ridge * float(gram.diagonal().mean()) if len(kept) else 0.0
     if ridge > 0 and not damping > 0:
-        damping = ridge  # every kept input is always zero: any damping keeps W_K
-    system = s_kk + damping * torch.eye(len(kept), dtype=s_kk.dtype, device=s_kk.device)
-    target = weight @ moment[:, kept] + damping * weight[:, kept]
+        damping = ridge  # every kept input is constant (or zero): any damping keeps W_K
+    system = gram + damping * torch.eye(len(kept), dtype=gram.dtype, device=gram.device)
+    target = weight @ cross + damping * weight[:, kept]  # (out, |K|)
     return solve_symmetric(system, target.T).T
 
 
