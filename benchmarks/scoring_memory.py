@@ -48,28 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from model_shapes import SHAPES
 from torch import nn
 
-SHAPES: dict[str, dict[str, Any]] = {
-    "smollm2": dict(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-    ),
-    "tinyllama": dict(
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        vocab_size=32000,
-        tie_word_embeddings=False,
-    ),
-}
 MIB = 2**20
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from gradnas import GradientBinarySearcher
+from model_shapes import TINYLLAMA
 
 import nasframe
 from nasframe.app.lm import next_token_loss
@@ -93,16 +94,8 @@ class MarkedSearcher(GradientBinarySearcher):
 def build(layers: int, vocab: int) -> torch.nn.Module:
     import transformers
 
-    config = transformers.LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=layers,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-        tie_word_embeddings=False,
-    )
+    shape = {**TINYLLAMA, "vocab_size": vocab, "num_hidden_layers": layers}
+    config = transformers.LlamaConfig(max_position_embeddings=2048, **shape)
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(config).eval()
 

@@ -22,13 +22,18 @@ import argparse
 import itertools
 import math
 import random
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from nasframe.searchers.allocation import monotone_degradation, threshold_allocation
 from nasframe.searchers.exact_allocation import exact_allocation
 from nasframe.searchers.global_allocation import global_allocation
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared shapes
+from model_shapes import SMOLLM2  # noqa: E402
 
 ALLOCATIONS = {
     "threshold": threshold_allocation,
@@ -129,15 +134,7 @@ def smollm2_timings(fractions: list[float]) -> list[dict[str, float]]:
     import nasframe
     from nasframe.cost.cost_model import CostModel
 
-    config = transformers.LlamaConfig(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-    )
+    config = transformers.LlamaConfig(**SMOLLM2)
     with torch.device("meta"):
         model = transformers.LlamaForCausalLM(config).eval()
     space = nasframe.convert(model, {"*.depth": {}, "*heads*": {}, "*": {"divisor": 32}})

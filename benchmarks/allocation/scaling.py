@@ -11,7 +11,9 @@ allocations. Sorting the weights, the one step that touches them, is timed by
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from gradnas import GradientBinarySearcher
@@ -22,19 +24,14 @@ from nasframe.cost.cost_model import CostModel
 from nasframe.searchers.allocator import Allocator
 from nasframe.searchers.config import BinarySearchConfig
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared shapes
+from model_shapes import TINYLLAMA  # noqa: E402
+
 
 def meta_llama(layers: int) -> torch.nn.Module:
     import transformers
 
-    config = transformers.LlamaConfig(
-        vocab_size=32000,
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=layers,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        tie_word_embeddings=False,
-    )
+    config = transformers.LlamaConfig(**{**TINYLLAMA, "num_hidden_layers": layers})
     with torch.device("meta"):
         return transformers.LlamaForCausalLM(config).eval()
 

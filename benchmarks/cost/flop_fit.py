@@ -21,19 +21,13 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import ModuleType
 
 import torch
 
-SMOLLM2 = dict(
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    vocab_size=49152,
-    tie_word_embeddings=True,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared shapes
+from model_shapes import SMOLLM2  # noqa: E402
 
 
 def _implementation(path: str | None) -> ModuleType:
