@@ -15,6 +15,7 @@ from hf_models.llama_dims import (  # noqa: E402
     n_params,
     tiny_model,
 )
+from hf_models.masks import loss_with_mask, loss_without_unit  # noqa: E402
 from nasframe_transformers import save_pretrained_pruned  # noqa: E402
 
 import nasframe  # noqa: E402
@@ -50,38 +51,6 @@ def test_gradnas_scores_every_kind_of_dimension():
         assert torch.isfinite(scores).all() and scores.sum() > 0, name
 
 
-def _loss_with_mask(model, space, hparam_name, zero_unit, tokens):
-    """The loss with gradnas's masks attached and one unit's mask set to 0."""
-    from gradnas import GradientBinarySearcher
-
-    searcher = GradientBinarySearcher()
-    searcher.space = space
-    handles, managers = [], []
-    for _, module in space.dynamic_modules():
-        for manager, handle in searcher._setup(module):
-            handles.append(handle)
-            managers.append(manager)
-    if hparam_name in space.residual_streams:
-        from gradnas.setups import setup_residual_stream
-
-        manager, handle = setup_residual_stream(
-            model, space.all_hparams[hparam_name], space.residual_streams[hparam_name]
-        )
-        handles.append(handle)
-        managers.append(manager)
-    try:
-        target = space.all_hparams[hparam_name]
-        for manager in managers:
-            if manager.hparam is target:
-                with torch.no_grad():
-                    manager.mask.view(-1, target.max)[:, zero_unit] = 0
-        with torch.no_grad():
-            return next_token_loss(model, tokens).item()
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 @pytest.mark.parametrize(
     "hparam_name",
     [
@@ -96,15 +65,9 @@ def test_a_zero_gradnas_mask_is_exactly_removing_its_unit(hparam_name):
     model = tiny_model().double()
     space = nasframe.convert(model)
     tokens = torch.cat([ids(7), ids(8)])
-    hparam = space.all_hparams[hparam_name]
     unit = 1
-    masked = _loss_with_mask(model, space, hparam_name, unit, tokens)
-    importance = torch.ones(hparam.max)
-    importance[unit] = 0
-    hparam.importance = importance
-    space.select({hparam_name: hparam.max - 1})
-    with torch.no_grad():
-        pruned = next_token_loss(model, tokens).item()
+    masked = loss_with_mask(model, space, hparam_name, unit, tokens)
+    pruned = loss_without_unit(model, space, hparam_name, unit, tokens)
     assert masked == pytest.approx(pruned, rel=1e-9, abs=1e-12)
 
 
@@ -122,7 +85,7 @@ def test_the_hidden_size_mask_zeroes_the_channel_in_the_whole_residual_stream():
         )
     )
     try:
-        _loss_with_mask(model, space, "model.hidden_size", 5, ids())
+        loss_with_mask(model, space, "model.hidden_size", 5, ids())
     finally:
         for hook in hooks:
             hook.remove()
